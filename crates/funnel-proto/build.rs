@@ -1,0 +1,15 @@
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        proto_root.join("funnel/events/v1/events.proto"),
+        proto_root.join("funnel/ingest/v1/features.proto"),
+    ];
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("funnel_descriptor.bin"))
+        .compile_protos(&files, &[proto_root.clone()])?;
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Generated protobuf messages and gRPC stubs for the Funnel wire contract.
+//!
+//! # Layout
+//! - [`pb::events::v1`]: raw and canonical events, catalog items.
+//! - [`pb::ingest::v1`]: the `Features` service of ingest.
+//! - [`FILE_DESCRIPTOR_SET`]: every proto file, for gRPC server reflection.
+//!
+//! `proto/` at the workspace root is the source of truth; nothing else lives here.
+
+pub mod pb {
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("funnel.events.v1");
+        }
+    }
+    pub mod ingest {
+        pub mod v1 {
+            tonic::include_proto!("funnel.ingest.v1");
+        }
+    }
+}
+
+/// Encoded `FileDescriptorSet` of all Funnel protos, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("funnel_descriptor");

@@ -1,0 +1,76 @@
+//! `funnel.ingest.v1.Features`: synchronous feature lookups.
+
+use funnel_proto::pb::ingest::v1 as pb;
+use funnel_proto::pb::ingest::v1::features_server::Features;
+use funnel_store::FeatureReader;
+use tonic::{Request, Response, Status};
+
+const MAX_ID_BYTES: usize = 128;
+const DEFAULT_NEIGHBOURS: u32 = 20;
+const MAX_NEIGHBOURS: u32 = 200;
+
+/// The gRPC edge: validates requests, maps store failures to `UNAVAILABLE`
+/// without leaking their text.
+pub struct FeaturesService {
+    reader: FeatureReader,
+}
+
+impl FeaturesService {
+    pub fn new(reader: FeatureReader) -> Self {
+        FeaturesService { reader }
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes, more than {MAX_ID_BYTES}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+fn unavailable(e: funnel_store::StoreError) -> Status {
+    tracing::error!(error = %e, "feature store read failed");
+    Status::unavailable("feature store unavailable")
+}
+
+#[tonic::async_trait]
+impl Features for FeaturesService {
+    async fn get_user_features(
+        &self,
+        request: Request<pb::GetUserFeaturesRequest>,
+    ) -> Result<Response<pb::UserFeatures>, Status> {
+        let req = request.into_inner();
+        check_id("user_id", &req.user_id)?;
+        let features = self.reader.user(&req.user_id).await.map_err(unavailable)?;
+        Ok(Response::new(features))
+    }
+
+    async fn get_item_features(
+        &self,
+        request: Request<pb::GetItemFeaturesRequest>,
+    ) -> Result<Response<pb::ItemFeatures>, Status> {
+        let req = request.into_inner();
+        check_id("item_id", &req.item_id)?;
+        let neighbours = match req.neighbours {
+            0 => DEFAULT_NEIGHBOURS,
+            n if n > MAX_NEIGHBOURS => {
+                return Err(Status::invalid_argument(format!(
+                    "neighbours is {n}, at most {MAX_NEIGHBOURS}"
+                )));
+            }
+            n => n,
+        };
+        let features = self
+            .reader
+            .item(&req.item_id, neighbours as usize, funnel_core::now_ms())
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(features))
+    }
+}

@@ -1,0 +1,346 @@
+//! One batch of raw messages to canonical events, DLQ entries and feature
+//! writes.
+//!
+//! A batch is planned from one pipelined read of the store (user states,
+//! dedup markers, unknown items), applied in one atomic write that re-checks
+//! every marker, and only then published. If the publish fails, the batch is
+//! retried: its markers now say "replay", so features are not written again
+//! but the events are republished.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+
+use funnel_bus::headers::{self, CONTENT_TYPE, DeadLetter};
+use funnel_bus::{Message, OutRecord, OwnedHeaders, OwnedMessage, Topics};
+use funnel_core::pb::{self, event::Payload};
+use funnel_core::{ContentType, Limits, Rejection, SessionRules, TimeCheck, UserClock};
+use funnel_store::batch::marker_session;
+use funnel_store::{ApplyOutcome, Keys, MarkerState, Read, Store, StoreError, WriteBatch};
+use lru::LruCache;
+use prost::Message as _;
+
+use crate::config::IngestSettings;
+use crate::features::{FeatureWriter, ItemInfo, UserState};
+use crate::metrics::{Metrics, ReasonLabel, TypeLabel};
+
+/// How often a batch is re-planned after marker conflicts before it fails.
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+/// What a batch produced, ready to publish.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    pub records: Vec<OutRecord>,
+    pub fresh: usize,
+    pub replays: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+}
+
+enum Parsed {
+    Event { event: Box<pb::Event>, origin: String },
+    Rejected(Rejection),
+}
+
+/// Turns batches of raw messages into outputs and feature writes.
+pub struct Processor {
+    keys: Keys,
+    settings: IngestSettings,
+    rules: SessionRules,
+    limits: Limits,
+    topics: Topics,
+    store: Store,
+    items: LruCache<String, ItemInfo>,
+    metrics: Metrics,
+}
+
+impl Processor {
+    pub fn new(keys: Keys, settings: IngestSettings, topics: Topics, store: Store, metrics: Metrics) -> Self {
+        let rules = SessionRules {
+            session_gap_ms: settings.session_gap_secs as i64 * 1000,
+            max_lateness_ms: settings.max_lateness_secs as i64 * 1000,
+            max_future_skew_ms: settings.max_future_skew_secs as i64 * 1000,
+        };
+        let limits = Limits {
+            max_payload_bytes: settings.max_payload_bytes,
+            ..Limits::default()
+        };
+        let cache = NonZeroUsize::new(settings.item_cache_size).unwrap_or(NonZeroUsize::MIN);
+        Processor {
+            keys,
+            settings,
+            rules,
+            limits,
+            topics,
+            store,
+            items: LruCache::new(cache),
+            metrics,
+        }
+    }
+
+    /// Plans and applies one batch; returns what to publish. Nothing is
+    /// published by this call, and on error nothing was written.
+    pub async fn process(&mut self, batch: &[OwnedMessage], now_ms: i64) -> Result<BatchOutput, StoreError> {
+        let parsed = batch
+            .iter()
+            .map(|m| self.parse(m, now_ms))
+            .collect::<Vec<_>>();
+        for attempt in 0.. {
+            let (wb, out) = self.plan(batch, &parsed, now_ms).await?;
+            match self.store.apply(&wb).await? {
+                ApplyOutcome::Applied => {
+                    self.count(&out);
+                    return Ok(out);
+                }
+                ApplyOutcome::Conflict(_) if attempt < MAX_CONFLICT_RETRIES => {
+                    self.metrics.store_conflicts.inc();
+                    tracing::info!(attempt, "dedup markers changed concurrently; re-planning the batch");
+                }
+                ApplyOutcome::Conflict(_) => break,
+            }
+        }
+        Err(StoreError::Reply {
+            op: "apply",
+            detail: format!("dedup markers kept changing after {MAX_CONFLICT_RETRIES} attempts"),
+        })
+    }
+
+    fn parse(&self, m: &OwnedMessage, now_ms: i64) -> Parsed {
+        let content_type = match ContentType::from_header(headers::get(m.headers(), CONTENT_TYPE)) {
+            Ok(ct) => ct,
+            Err(r) => return Parsed::Rejected(r),
+        };
+        match funnel_core::parse_event(m.payload().unwrap_or_default(), content_type, &self.limits) {
+            Ok(mut event) => {
+                event.ingest_ts_ms = now_ms;
+                event.source = Some(pb::Source {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                });
+                Parsed::Event {
+                    event: Box::new(event),
+                    origin: format!("{}/{}/{}", m.topic(), m.partition(), m.offset()),
+                }
+            }
+            Err(r) => Parsed::Rejected(r),
+        }
+    }
+
+    async fn plan(
+        &mut self,
+        batch: &[OwnedMessage],
+        parsed: &[Parsed],
+        now_ms: i64,
+    ) -> Result<(WriteBatch, BatchOutput), StoreError> {
+        // One round trip: user states, dedup markers, items not cached.
+        let mut reads = Vec::new();
+        let mut user_slot: HashMap<&str, usize> = HashMap::new();
+        let mut item_slot: HashMap<String, usize> = HashMap::new();
+        let mut marker_slot = Vec::with_capacity(parsed.len());
+        for p in parsed {
+            let Parsed::Event { event, .. } = p else {
+                marker_slot.push(usize::MAX);
+                continue;
+            };
+            marker_slot.push(reads.len());
+            reads.push(Read::Get(self.keys.dedup(&event.event_id)));
+            if !event.user_id.is_empty() && !matches!(event.payload, Some(Payload::Item(_))) {
+                user_slot.entry(event.user_id.as_str()).or_insert_with(|| {
+                    reads.push(Read::HGetAll(self.keys.user_state(&event.user_id)));
+                    reads.len() - 1
+                });
+            }
+            for item in referenced_items(event) {
+                if !self.items.contains(item) && !item_slot.contains_key(item) {
+                    item_slot.insert(item.to_string(), reads.len());
+                    reads.push(Read::HMGet(
+                        self.keys.item(item),
+                        vec!["category".into(), "price".into()],
+                    ));
+                }
+            }
+        }
+        let mut replies = self.store.read(&reads).await?;
+
+        let mut states: HashMap<String, UserState> = user_slot
+            .into_iter()
+            .map(|(user, slot)| {
+                let hash = std::mem::take(&mut replies[slot]).into_hash();
+                (user.to_string(), UserState::from_hash(hash))
+            })
+            .collect();
+        let mut known_items: HashMap<String, ItemInfo> = HashMap::new();
+        for (item, slot) in item_slot {
+            let fields = std::mem::take(&mut replies[slot]).into_fields();
+            if let [Some(category), price] = fields.as_slice() {
+                let info = ItemInfo {
+                    category: category.clone(),
+                    price: price.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0.0),
+                };
+                self.items.put(item, info);
+            }
+        }
+
+        let mut wb = WriteBatch::new(self.settings.dedup_window_secs);
+        let mut out = BatchOutput::default();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        let writer = FeatureWriter {
+            keys: &self.keys,
+            settings: &self.settings,
+        };
+        for ((m, p), slot) in batch.iter().zip(parsed).zip(marker_slot) {
+            let (event, origin) = match p {
+                Parsed::Rejected(r) => {
+                    out.records.push(self.dead_letter(m, r));
+                    out.rejected += 1;
+                    continue;
+                }
+                Parsed::Event { event, origin } => (event, origin.as_str()),
+            };
+            let current = replies[slot].clone().into_str();
+            let state = match seen.get(event.event_id.as_str()) {
+                Some(_) => MarkerState::Duplicate,
+                None => MarkerState::of(current.as_deref(), origin),
+            };
+            let mut event = (**event).clone();
+            match state {
+                MarkerState::Duplicate => {
+                    out.duplicates += 1;
+                    continue;
+                }
+                MarkerState::Replay => {
+                    let sid = marker_session(current.as_deref().unwrap_or_default());
+                    if event.session_id.is_empty() && !sid.is_empty() {
+                        event.session_id = sid.to_string();
+                        event.session_assigned = true;
+                    }
+                    out.replays += 1;
+                }
+                MarkerState::Fresh => {
+                    let is_item = matches!(event.payload, Some(Payload::Item(_)));
+                    let no_history = UserClock::default();
+                    let clock = match states.get(&event.user_id) {
+                        Some(s) if !is_item => &s.clock,
+                        _ => &no_history,
+                    };
+                    if let Err(r) = self.rules.check_time(event.ts_ms, now_ms, clock) {
+                        out.records.push(self.dead_letter(m, &r));
+                        out.rejected += 1;
+                        continue;
+                    }
+                    if let Some(Payload::Item(item)) = &event.payload {
+                        writer.item_event(&mut wb, item);
+                        let info = ItemInfo {
+                            category: item.category.clone(),
+                            price: item.price,
+                        };
+                        known_items.insert(item.item_id.clone(), info.clone());
+                        self.items.put(item.item_id.clone(), info);
+                    } else {
+                        let state = states.entry(event.user_id.clone()).or_default();
+                        let explicit = (!event.session_id.is_empty()).then(|| event.session_id.clone());
+                        let assignment =
+                            self.rules
+                                .assign(&mut state.clock, &event.user_id, event.ts_ms, explicit.as_deref());
+                        event.session_id = assignment.session_id;
+                        event.session_assigned = assignment.assigned;
+                        for item in referenced_items(&event) {
+                            if let Some(info) = self.items.get(item) {
+                                known_items.insert(item.to_string(), info.clone());
+                            }
+                        }
+                        writer.user_event(&mut wb, &event, state, assignment.new_session, &known_items);
+                    }
+                    wb.marker(
+                        self.keys.dedup(&event.event_id),
+                        origin,
+                        format!("{origin}|{}", event.session_id),
+                        MarkerState::Fresh,
+                    );
+                    seen.insert(p_event_id(p), origin);
+                    out.fresh += 1;
+                }
+            }
+            self.publish(&mut out, m, &event);
+        }
+        Ok((wb, out))
+    }
+
+    fn publish(&self, out: &mut BatchOutput, m: &OwnedMessage, event: &pb::Event) {
+        let trace = headers::trace_headers(m.headers());
+        let type_name = funnel_core::type_name(pb::EventType::try_from(event.r#type).unwrap_or_default());
+        let mut record = OutRecord::new(
+            &self.topics.events,
+            Some(funnel_core::event_key(event).as_bytes()),
+            event.encode_to_vec(),
+        )
+        .header(CONTENT_TYPE, "application/x-protobuf")
+        .header("funnel-event-type", type_name);
+        for (k, v) in &trace {
+            record = record.header(k, v);
+        }
+        out.records.push(record);
+        if let Some(Payload::Item(item)) = &event.payload {
+            let mut catalog = OutRecord::new(
+                &self.topics.catalog,
+                Some(item.item_id.as_bytes()),
+                item.encode_to_vec(),
+            )
+            .header(CONTENT_TYPE, "application/x-protobuf");
+            for (k, v) in &trace {
+                catalog = catalog.header(k, v);
+            }
+            out.records.push(catalog);
+        }
+    }
+
+    fn dead_letter(&self, m: &OwnedMessage, r: &Rejection) -> OutRecord {
+        let h: OwnedHeaders = headers::dead_letter_headers(
+            m.headers(),
+            &DeadLetter {
+                code: r.code.as_str(),
+                reason: &r.reason,
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                rejected_by: "ingest",
+            },
+        );
+        OutRecord::new(&self.topics.dlq, m.key(), m.payload().unwrap_or_default().to_vec()).with_headers(h)
+    }
+
+    fn count(&self, out: &BatchOutput) {
+        self.metrics.dedup_hits.inc_by(out.duplicates as u64);
+        self.metrics.replays.inc_by(out.replays as u64);
+        for r in &out.records {
+            if r.topic == self.topics.dlq {
+                let reason = headers::get(Some(&r.headers), headers::DLQ_ERROR_CODE)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                self.metrics.dlq.get_or_create(&ReasonLabel { reason }).inc();
+            } else if r.topic == self.topics.events {
+                let t = headers::get(Some(&r.headers), "funnel-event-type")
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                self.metrics.events_out.get_or_create(&TypeLabel { r#type: t }).inc();
+            }
+        }
+    }
+}
+
+fn p_event_id(p: &Parsed) -> &str {
+    match p {
+        Parsed::Event { event, .. } => &event.event_id,
+        Parsed::Rejected(_) => "",
+    }
+}
+
+/// Items whose catalog record an event's features need.
+fn referenced_items(event: &pb::Event) -> Vec<&str> {
+    match &event.payload {
+        Some(Payload::Click(c)) => vec![&c.item_id],
+        Some(Payload::Cart(c)) => vec![&c.item_id],
+        Some(Payload::Order(o)) => o.lines.iter().map(|l| l.item_id.as_str()).collect(),
+        _ => Vec::new(),
+    }
+}
