@@ -1,0 +1,237 @@
+//! `funnel demo`: the whole pipeline in one process. With no Kafka and no
+//! Redis given, librdkafka's in-process mock cluster is the broker and an
+//! in-memory store the feature store; simulated traffic flows through ingest
+//! while a live summary prints progress, rates, DLQ counts and sample outputs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use funnel_bus::admin::ensure_topics;
+use funnel_bus::{KafkaConfig, Producer, Topics};
+use funnel_proto::pb::ingest::v1::GetUserFeaturesRequest;
+use funnel_proto::pb::ingest::v1::features_client::FeaturesClient;
+use funnel_runtime::Shutdown;
+use funnel_sim::Simulator;
+use funnel_store::{MemoryStore, RedisConfig, RedisStore, Store};
+
+use crate::probe;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Use these Kafka brokers instead of the embedded mock cluster.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Use this Redis instead of the in-memory store.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Simulated events per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Stop after this many events were produced.
+    #[arg(long)]
+    events: Option<u64>,
+    /// gRPC address of ingest's Features service.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    grpc_listen: String,
+    /// Admin address (metrics, health).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    admin_listen: String,
+    /// Seconds between summaries.
+    #[arg(long, default_value_t = 2)]
+    every: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 2_000)]
+    users: usize,
+    #[arg(long, default_value_t = 1_000)]
+    items: usize,
+    /// Share of malformed events, to show the DLQ at work.
+    #[arg(long, default_value_t = 0.01)]
+    invalid_rate: f64,
+    /// Share of re-sent events, to show deduplication at work.
+    #[arg(long, default_value_t = 0.01)]
+    duplicate_rate: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let topics = Topics::default();
+    // The mock cluster lives on this stack for the whole demo.
+    let mock;
+    let (brokers, broker_label) = match &args.kafka {
+        Some(b) => {
+            ensure_topics(&KafkaConfig::new(b, "funnel-demo"), &crate::topics::specs(&topics, 4, 1))
+                .await
+                .context("failed to create topics")?;
+            (b.clone(), format!("Kafka at {b}"))
+        }
+        None => {
+            mock = rdkafka::mocking::MockCluster::new(1).context("failed to start the mock cluster")?;
+            for spec in crate::topics::specs(&topics, 4, 1) {
+                mock.create_topic(&spec.name, spec.partitions, 1)?;
+            }
+            (mock.bootstrap_servers(), "embedded mock cluster (librdkafka)".to_string())
+        }
+    };
+    let (store, store_label) = match &args.redis {
+        Some(url) => {
+            let cfg = RedisConfig {
+                url: url.clone(),
+                key_prefix: "funnel-demo".into(),
+                ..RedisConfig::default()
+            };
+            (Store::Redis(RedisStore::connect(&cfg).await?), format!("Redis at {url}"))
+        }
+        None => (Store::Memory(MemoryStore::new(2_000_000)), "in-memory store".to_string()),
+    };
+
+    let mut config = ingest::Config::default();
+    config.kafka = KafkaConfig::new(&brokers, "funnel-demo-ingest");
+    config.grpc.listen = args.grpc_listen.clone();
+    config.admin.listen = args.admin_listen.clone();
+    config.redis.key_prefix = "funnel-demo".into();
+    let listeners = ingest::Listeners::bind(&config).await?;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    let ingest = tokio::spawn(ingest::run(config, listeners, store, shutdown.clone()));
+
+    println!("funnel demo: broker = {broker_label}; feature store = {store_label}");
+    println!("  ingest gRPC on {grpc_addr} (funnel.ingest.v1.Features, health, reflection); metrics on http://{admin_addr}/metrics");
+    println!("  simulated traffic at {} events/s ({}% malformed, {}% re-sent); Ctrl-C to stop\n", args.rate, args.invalid_rate * 100.0, args.duplicate_rate * 100.0);
+
+    let sim_config = funnel_sim::SimConfig {
+        seed: args.seed,
+        users: args.users,
+        items: args.items,
+        sessions: None,
+        start_ms: funnel_core::now_ms(),
+        invalid_rate: args.invalid_rate,
+        duplicate_rate: args.duplicate_rate,
+        collect_truths: false,
+        ..funnel_sim::SimConfig::default()
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    // (settled, latest): users of the previous and the current slice of traffic.
+    let last_user = Arc::new(Mutex::new((String::new(), String::new())));
+    let feeder = {
+        let producer = Producer::new(&KafkaConfig::new(&brokers, "funnel-demo-simulate"))?;
+        let (sent, last_user, shutdown) = (Arc::clone(&sent), Arc::clone(&last_user), shutdown.clone());
+        let (rate, limit) = (args.rate, args.events);
+        let topic = topics.raw.clone();
+        tokio::spawn(async move {
+            let mut sim = Simulator::new(sim_config)?;
+            let catalog = sim.catalog().len() as u64;
+            let feed_started = Instant::now();
+            let stop = || shutdown.is_triggered() || limit.is_some_and(|l| sent.load(Ordering::Relaxed) >= l + catalog);
+            // Feed in slices so the summary can show a user who is active right now.
+            while !stop() {
+                let before = sent.load(Ordering::Relaxed);
+                let mut slice = sim.by_ref().take(rate.max(50) as usize / 10).collect::<Vec<_>>();
+                if slice.is_empty() {
+                    break;
+                }
+                // Show the user of the previous slice: their events are ingested by now.
+                if let Some(u) = slice.iter().rev().find_map(|r| r.json()?.get("user_id")?.as_str().map(str::to_string)) {
+                    let mut users = last_user.lock().expect("lock");
+                    users.0 = std::mem::replace(&mut users.1, u);
+                }
+                let records = slice
+                    .drain(..)
+                    .map(|r| funnel_bus::OutRecord::new(&topic, r.key.as_deref().map(str::as_bytes), crate::simulate::payload(&r, true)))
+                    .collect::<Vec<_>>();
+                producer.send_all(&records).await?;
+                sent.fetch_add(records.len() as u64, Ordering::Relaxed);
+                // Pace on the total since the start, so slow sends are caught up.
+                let due = Duration::from_secs_f64((before + records.len() as u64) as f64 / rate.max(1) as f64);
+                if let Some(wait) = due.checked_sub(feed_started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    let started = Instant::now();
+    let mut last = (Instant::now(), 0.0);
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.every.max(1)));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        last = summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
+        let done_by_time = args.duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d));
+        if done_by_time || feeder.is_finished() {
+            // Let ingest drain what was produced before stopping.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
+            shutdown.trigger();
+        }
+    }
+    if let Ok(Err(e)) = feeder.await {
+        eprintln!("simulator stopped: {e:#}");
+    }
+    ingest.await??;
+    println!("demo stopped after {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn summary(
+    admin: SocketAddr,
+    grpc: SocketAddr,
+    sent: &AtomicU64,
+    last_user: &Mutex<(String, String)>,
+    started: Instant,
+    last: (Instant, f64),
+) -> (Instant, f64) {
+    let body = probe::http_get(admin, "/metrics").await.unwrap_or_default();
+    let s = probe::samples(&body);
+    let consumed = probe::sum(&s, "ingest_events_in_total");
+    let out = probe::sum(&s, "ingest_events_out_total");
+    let dlq = probe::sum(&s, "ingest_dlq_total");
+    let dups = probe::sum(&s, "ingest_dedup_hits_total");
+    let rate = (consumed - last.1) / last.0.elapsed().as_secs_f64().max(1e-3);
+    let mut reasons = probe::by_label(&s, "ingest_dlq_total", "reason");
+    reasons.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let reasons = reasons
+        .iter()
+        .map(|(r, n)| format!("{r} {n:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "[{:>4.0}s] produced {} | ingested {consumed:.0} ({rate:.0}/s) | canonical {out:.0} | DLQ {dlq:.0} ({reasons}) | duplicates dropped {dups:.0}",
+        started.elapsed().as_secs_f64(),
+        sent.load(Ordering::Relaxed),
+    );
+    let user = last_user.lock().expect("lock").0.clone();
+    if !user.is_empty()
+        && let Ok(mut client) = FeaturesClient::connect(format!("http://{grpc}")).await
+        && let Ok(f) = client
+            .get_user_features(GetUserFeaturesRequest { user_id: user.clone() })
+            .await
+    {
+        let f = f.into_inner();
+        let session = f.session.unwrap_or_default();
+        let mut counts = f.counts.iter().collect::<Vec<_>>();
+        counts.sort();
+        println!(
+            "        {user}: session {} with {} events, last query {:?}; cart {} items worth {:.2}; recent {:?}; lifetime {:?}",
+            session.session_id,
+            session.event_count,
+            session.last_query,
+            f.cart_quantity,
+            f.cart_value,
+            f.recent_item_ids.iter().take(3).collect::<Vec<_>>(),
+            counts,
+        );
+    }
+    (Instant::now(), consumed)
+}
