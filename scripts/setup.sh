@@ -13,7 +13,7 @@ mkdir -p "$tools/bin" "$tools/onnxruntime"
 say() { printf 'setup: %s\n' "$*"; }
 
 # 1. Debian packages.
-debs=(protobuf-compiler redis-server build-essential pkg-config zlib1g-dev python3-venv)
+debs=(protobuf-compiler redis-server build-essential pkg-config zlib1g-dev libssl-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -71,7 +71,7 @@ if [ ! -x "$tools/venv/bin/python" ]; then
   say "creating Python venv"
   python3 -m venv "$tools/venv"
 fi
-if ! "$tools/venv/bin/python" -c "import onnx, confluent_kafka, jsonschema, yaml" 2>/dev/null; then
+if ! "$tools/venv/bin/python" -c "import onnx, confluent_kafka, jsonschema, yaml, kubernetes_validate, dockerfile, compose" 2>/dev/null; then
   say "installing Python requirements"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/models/requirements.txt"
 fi

@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("funnel_descriptor.bin"))
-        .compile_protos(&files, &[proto_root.clone()])?;
+        .compile_protos(&files, std::slice::from_ref(&proto_root))?;
     println!("cargo:rerun-if-changed={}", proto_root.display());
     Ok(())
 }

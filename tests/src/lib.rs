@@ -165,13 +165,15 @@ impl Env {
 
     /// An ingest config pointing at this world, tuned for tests.
     pub fn ingest_config(&self) -> ingest::Config {
-        let mut c = ingest::Config::default();
-        c.kafka = KafkaConfig::new(&self.broker.brokers, &format!("{}-ingest", self.prefix));
-        c.topics = self.topics.clone();
-        c.redis = RedisConfig {
-            url: self.redis.url.clone(),
-            key_prefix: self.prefix.clone(),
-            ..RedisConfig::default()
+        let mut c = ingest::Config {
+            kafka: KafkaConfig::new(&self.broker.brokers, &format!("{}-ingest", self.prefix)),
+            topics: self.topics.clone(),
+            redis: RedisConfig {
+                url: self.redis.url.clone(),
+                key_prefix: self.prefix.clone(),
+                ..RedisConfig::default()
+            },
+            ..ingest::Config::default()
         };
         c.grpc.listen = "127.0.0.1:0".into();
         c.admin.listen = "127.0.0.1:0".into();
@@ -284,11 +286,16 @@ pub struct RawProducer {
 
 impl RawProducer {
     pub async fn send(&self, key: &str, payload: &[u8], content_type: Option<&str>) {
+        let headers = content_type.map(|ct| ("content-type", ct));
+        self.send_with_headers(key, payload, headers.as_slice()).await;
+    }
+
+    pub async fn send_with_headers(&self, key: &str, payload: &[u8], pairs: &[(&str, &str)]) {
         let mut headers = OwnedHeaders::new();
-        if let Some(ct) = content_type {
+        for (k, v) in pairs {
             headers = headers.insert(Header {
-                key: "content-type",
-                value: Some(ct),
+                key: k,
+                value: Some(*v),
             });
         }
         self.inner

@@ -14,6 +14,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn now() -> i64 {
     funnel_core::now_ms()
@@ -61,8 +62,15 @@ async fn a_valid_event_of_every_type_reaches_the_canonical_topic_with_the_right_
         ..Default::default()
     };
     p.send("u2", &proto.encode_to_vec(), Some("application/x-protobuf")).await;
+    let traced = json!({"event_id": "e-traced", "type": "click", "ts": t + 11, "user_id": "u4", "item_id": "i1"});
+    p.send_with_headers("u4", traced.to_string().as_bytes(), &[("traceparent", TRACEPARENT)]).await;
 
-    let got = events.wait_for(raw.len() + 1, WAIT).await;
+    let got = events.wait_for(raw.len() + 2, WAIT).await;
+    let traced = got
+        .iter()
+        .find(|m| m.key() == Some(&b"u4"[..]))
+        .expect("the traced event");
+    assert_eq!(header(traced, "traceparent").as_deref(), Some(TRACEPARENT), "trace context carried to the next hop");
     let by_id: HashMap<String, (Vec<u8>, pb::Event)> = got
         .iter()
         .map(|m| {
@@ -70,7 +78,7 @@ async fn a_valid_event_of_every_type_reaches_the_canonical_topic_with_the_right_
             (e.event_id.clone(), (m.key().unwrap().to_vec(), e))
         })
         .collect();
-    assert_eq!(by_id.len(), raw.len() + 1, "every event exactly once");
+    assert_eq!(by_id.len(), raw.len() + 2, "every event exactly once");
     for e in &raw {
         let id = e["event_id"].as_str().unwrap();
         let (key, event) = &by_id[id];
@@ -100,7 +108,7 @@ async fn a_valid_event_of_every_type_reaches_the_canonical_topic_with_the_right_
     assert_eq!(cat[0].key(), Some(&b"i1"[..]));
     let item = pb::Item::decode(cat[0].payload().unwrap()).unwrap();
     assert_eq!((item.category.as_str(), item.price, item.stock), ("a/b", 9.5, 3));
-    assert_eq!(ingest.metric("ingest_events_out_total").await, 11.0);
+    assert_eq!(ingest.metric("ingest_events_out_total").await, 12.0);
     ingest.stop().await;
 }
 

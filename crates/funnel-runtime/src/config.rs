@@ -27,8 +27,8 @@ pub trait Validate {
 
 /// Loads `T` from defaults, an optional TOML file and `FUNNEL_*` variables.
 ///
-/// `env` is the process environment (or a test's); only variables starting
-/// with `FUNNEL_` are read, `__` separates the levels of a key.
+/// `env` is the process environment (or a test's); only variables of the
+/// form `FUNNEL_<SECTION>__<KEY>` are read, `__` separating the levels.
 pub fn load_config<T>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
@@ -57,7 +57,13 @@ where
     let mut overrides = Vec::new();
     let mut passthrough: std::collections::BTreeMap<String, config::Map<String, config::Value>> =
         Default::default();
-    for (var, value) in env.into_iter().filter(|(k, _)| k.starts_with("FUNNEL_")) {
+    // Only `FUNNEL_<SECTION>__<KEY>` is ours: variables such as Kubernetes'
+    // `FUNNEL_INGEST_SERVICE_HOST` (from a Service named funnel-ingest) have
+    // no `__` and are left alone.
+    for (var, value) in env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("FUNNEL_") && k.contains("__"))
+    {
         match env_key(&var) {
             EnvKey::Plain(key) => overrides.push((key, value)),
             EnvKey::Option { map, option } => {
@@ -308,6 +314,7 @@ mod tests {
                 ("FUNNEL_GRPC__LISTEN", "127.0.0.1:1"),
                 ("FUNNEL_KAFKA__OPTIONS__SASL_MECHANISM", "PLAIN"),
                 ("OTHER_VAR", "ignored"),
+                ("FUNNEL_INGEST_SERVICE_HOST", "10.0.0.1"),
             ]),
         )
         .unwrap();

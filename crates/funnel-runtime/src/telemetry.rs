@@ -55,9 +55,8 @@ impl TelemetryConfig {
         }
         EnvFilter::try_new(&self.log_filter)
             .map_err(|e| format!("telemetry.log_filter is not a valid filter: {e}"))?;
-        if !self.otlp_endpoint.is_empty()
-            && !(self.otlp_endpoint.starts_with("http://") || self.otlp_endpoint.starts_with("https://"))
-        {
+        let ep = &self.otlp_endpoint;
+        if !(ep.is_empty() || ep.starts_with("http://") || ep.starts_with("https://")) {
             return Err(format!(
                 "telemetry.otlp_endpoint must be an http(s) URL, got {:?}",
                 self.otlp_endpoint

@@ -90,8 +90,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => (Store::Memory(MemoryStore::new(2_000_000)), "in-memory store".to_string()),
     };
 
-    let mut config = ingest::Config::default();
-    config.kafka = KafkaConfig::new(&brokers, "funnel-demo-ingest");
+    let mut config = ingest::Config {
+        kafka: KafkaConfig::new(&brokers, "funnel-demo-ingest"),
+        ..ingest::Config::default()
+    };
     config.grpc.listen = args.grpc_listen.clone();
     config.admin.listen = args.admin_listen.clone();
     config.redis.key_prefix = "funnel-demo".into();

@@ -6,7 +6,7 @@
 //! - [`config`]: [`Config`], every key with its default.
 //! - [`pipeline`]: one batch to outputs and atomic feature writes.
 //! - [`features`]: which features each event changes.
-//! - [`grpc`]: `funnel.ingest.v1.Features`.
+//! - [`grpc`]: the `funnel.ingest.v1.Features` service.
 //! - [`metrics`]: metric names.
 //! - [`run`]: wires it together until shutdown.
 

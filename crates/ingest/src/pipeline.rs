@@ -267,7 +267,7 @@ impl Processor {
     }
 
     fn publish(&self, out: &mut BatchOutput, m: &OwnedMessage, event: &pb::Event) {
-        let trace = headers::trace_headers(m.headers());
+        let trace = trace_context(m, event);
         let type_name = funnel_core::type_name(pb::EventType::try_from(event.r#type).unwrap_or_default());
         let mut record = OutRecord::new(
             &self.topics.events,
@@ -325,6 +325,32 @@ impl Processor {
                 self.metrics.events_out.get_or_create(&TypeLabel { r#type: t }).inc();
             }
         }
+    }
+}
+
+/// The trace context for the next hop. A message that carries `traceparent`
+/// gets a span of ours as its child when traces are exported, and the next
+/// hop continues from that span; otherwise the context passes unchanged.
+fn trace_context(m: &OwnedMessage, event: &pb::Event) -> Vec<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let carried = headers::trace_headers(m.headers());
+    if carried.is_empty() {
+        return carried;
+    }
+    let parent = headers::extract_context(m.headers());
+    if !parent.span().span_context().is_valid() {
+        // No propagator installed (embedded use) or a context we cannot
+        // read: pass it on as it came.
+        return carried;
+    }
+    let span = tracing::info_span!("ingest.event", event_id = %event.event_id, user_id = %event.user_id);
+    let _ = span.set_parent(parent);
+    let cx = span.context();
+    if cx.span().span_context().is_valid() {
+        headers::inject_context(&cx)
+    } else {
+        carried
     }
 }
 
