@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Benchmarks on this machine: starts a Tansu broker and a redis-server on free
+# loopback ports, builds release binaries, and runs `funnel bench ingest`.
+# Usage: scripts/bench.sh [EVENTS]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+events="${1:-200000}"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+kafka_port="$(free_port)"
+redis_port="$(free_port)"
+work="$(mktemp -d)"
+cleanup() {
+  kill "${tansu_pid:-}" "${redis_pid:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p ingest -p funnel
+.tools/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+  --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ \
+  >"$work/tansu.log" 2>&1 &
+tansu_pid=$!
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 100); do
+  (echo >"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && (echo >"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Tansu (memory storage); redis $(redis-server --version | awk '{print $3}')"
+target/release/funnel bench ingest --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events"
+echo "redis used_memory_human: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
