@@ -220,6 +220,12 @@ def main():
             check(got == expected, f"redis-cli {' '.join(command)} == {json.dumps(expected)} (got {json.dumps(got)})")
         # Close our clients before the broker goes away, so they do not log the disconnect.
         del producer, admin
+        ingest.terminate()
+        try:
+            code = ingest.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        check(code == 0, f"ingest drains and exits 0 on SIGTERM (exit {code})")
     finally:
         for p in reversed(procs):
             p.terminate()

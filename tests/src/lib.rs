@@ -68,7 +68,13 @@ impl Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
@@ -287,7 +293,8 @@ pub struct RawProducer {
 impl RawProducer {
     pub async fn send(&self, key: &str, payload: &[u8], content_type: Option<&str>) {
         let headers = content_type.map(|ct| ("content-type", ct));
-        self.send_with_headers(key, payload, headers.as_slice()).await;
+        self.send_with_headers(key, payload, headers.as_slice())
+            .await;
     }
 
     pub async fn send_with_headers(&self, key: &str, payload: &[u8], pairs: &[(&str, &str)]) {

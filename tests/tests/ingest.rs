@@ -61,16 +61,26 @@ async fn a_valid_event_of_every_type_reaches_the_canonical_topic_with_the_right_
         item_id: "i1".into(),
         ..Default::default()
     };
-    p.send("u2", &proto.encode_to_vec(), Some("application/x-protobuf")).await;
+    p.send("u2", &proto.encode_to_vec(), Some("application/x-protobuf"))
+        .await;
     let traced = json!({"event_id": "e-traced", "type": "click", "ts": t + 11, "user_id": "u4", "item_id": "i1"});
-    p.send_with_headers("u4", traced.to_string().as_bytes(), &[("traceparent", TRACEPARENT)]).await;
+    p.send_with_headers(
+        "u4",
+        traced.to_string().as_bytes(),
+        &[("traceparent", TRACEPARENT)],
+    )
+    .await;
 
     let got = events.wait_for(raw.len() + 2, WAIT).await;
     let traced = got
         .iter()
         .find(|m| m.key() == Some(&b"u4"[..]))
         .expect("the traced event");
-    assert_eq!(header(traced, "traceparent").as_deref(), Some(TRACEPARENT), "trace context carried to the next hop");
+    assert_eq!(
+        header(traced, "traceparent").as_deref(),
+        Some(TRACEPARENT),
+        "trace context carried to the next hop"
+    );
     let by_id: HashMap<String, (Vec<u8>, pb::Event)> = got
         .iter()
         .map(|m| {
@@ -91,23 +101,33 @@ async fn a_valid_event_of_every_type_reaches_the_canonical_topic_with_the_right_
         assert_eq!(event.ts_ms, e["ts"].as_i64().unwrap());
         assert_eq!(event.source.as_ref().unwrap().topic, env.topics.raw);
         if e["type"] != "item" {
-            assert!(event.session_id.starts_with('s') && event.session_assigned, "{id}: {event:?}");
+            assert!(
+                event.session_id.starts_with('s') && event.session_assigned,
+                "{id}: {event:?}"
+            );
         }
     }
     assert_eq!(by_id["e-click"].1.attributes["referrer"], "ad");
-    let Some(Payload::Search(s)) = &by_id["e-search"].1.payload else { panic!() };
+    let Some(Payload::Search(s)) = &by_id["e-search"].1.payload else {
+        panic!()
+    };
     assert_eq!(s.query, "red shoes");
     assert_eq!(
         by_id["e-search"].1.session_id, by_id["e-order"].1.session_id,
         "u1's events share one assigned session"
     );
-    let Some(Payload::Click(c)) = &by_id["e-proto"].1.payload else { panic!() };
+    let Some(Payload::Click(c)) = &by_id["e-proto"].1.payload else {
+        panic!()
+    };
     assert_eq!(c.item_id, "i1");
 
     let cat = catalog_topic.wait_for(1, WAIT).await;
     assert_eq!(cat[0].key(), Some(&b"i1"[..]));
     let item = pb::Item::decode(cat[0].payload().unwrap()).unwrap();
-    assert_eq!((item.category.as_str(), item.price, item.stock), ("a/b", 9.5, 3));
+    assert_eq!(
+        (item.category.as_str(), item.price, item.stock),
+        ("a/b", 9.5, 3)
+    );
     assert_eq!(ingest.metric("ingest_events_out_total").await, 12.0);
     ingest.stop().await;
 }
@@ -144,18 +164,27 @@ async fn each_kind_of_bad_input_reaches_the_dlq_untouched_with_its_reason() {
     let got = dlq.wait_for(expected.len(), WAIT).await;
     assert_eq!(got.len(), expected.len());
     for (m, (payload, _, code, reason)) in got.iter().zip(expected.iter().copied()) {
-        assert_eq!(m.payload().unwrap(), payload.as_slice(), "original bytes untouched");
+        assert_eq!(
+            m.payload().unwrap(),
+            payload.as_slice(),
+            "original bytes untouched"
+        );
         assert_eq!(header(m, DLQ_ERROR_CODE).as_deref(), Some(*code));
         let r = header(m, DLQ_ERROR_REASON).unwrap();
         assert!(r.contains(reason), "{code}: reason {r:?} lacks {reason:?}");
-        assert_eq!(header(m, DLQ_SOURCE_TOPIC).as_deref(), Some(env.topics.raw.as_str()));
+        assert_eq!(
+            header(m, DLQ_SOURCE_TOPIC).as_deref(),
+            Some(env.topics.raw.as_str())
+        );
         assert!(header(m, DLQ_SOURCE_OFFSET).unwrap().parse::<i64>().is_ok());
     }
     let ok = events.wait_for(1, WAIT).await;
     assert_eq!(ok.len(), 1, "only the valid event is canonical");
     eventually(WAIT, || async {
         let n = ingest.metric("ingest_dlq_total").await;
-        (n == expected.len() as f64).then_some(()).ok_or(format!("dlq metric {n}"))
+        (n == expected.len() as f64)
+            .then_some(())
+            .ok_or(format!("dlq metric {n}"))
     })
     .await;
     ingest.stop().await;
@@ -168,7 +197,8 @@ async fn a_resent_event_id_has_no_effect_on_topics_or_features() {
     let events = env.reader(&env.topics.events);
     let p = env.producer();
     let t = now() - 10_000;
-    let first = json!({"event_id": "dup-1", "type": "click", "ts": t, "user_id": "u1", "item_id": "i1"});
+    let first =
+        json!({"event_id": "dup-1", "type": "click", "ts": t, "user_id": "u1", "item_id": "i1"});
     let resent = json!({"event_id": "dup-1", "type": "click", "ts": t + 5, "user_id": "u1", "item_id": "i9"});
     p.send_json(&first).await;
     events.wait_for(1, WAIT).await;
@@ -181,13 +211,23 @@ async fn a_resent_event_id_has_no_effect_on_topics_or_features() {
         (n == 3.0).then_some(()).ok_or(format!("events_in {n}"))
     })
     .await;
-    let ids = events.events().into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+    let ids = events
+        .events()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect::<Vec<_>>();
     assert_eq!(ids, ["dup-1", "after"], "{got:?}");
     assert_eq!(ingest.metric("ingest_dedup_hits_total").await, 1.0);
     let mut redis = env.redis.conn().await;
-    let clicks: i64 = redis.hget(format!("{}:u:u1:n", env.prefix), "click").await.unwrap();
+    let clicks: i64 = redis
+        .hget(format!("{}:u:u1:n", env.prefix), "click")
+        .await
+        .unwrap();
     assert_eq!(clicks, 1);
-    let recent: Vec<String> = redis.lrange(format!("{}:u:u1:recent", env.prefix), 0, -1).await.unwrap();
+    let recent: Vec<String> = redis
+        .lrange(format!("{}:u:u1:recent", env.prefix), 0, -1)
+        .await
+        .unwrap();
     assert_eq!(recent, ["i1"], "the resent click on i9 changed nothing");
     ingest.stop().await;
 }
@@ -218,7 +258,9 @@ async fn a_known_sequence_of_events_yields_exact_features_all_with_ttls() {
 
     let mut client = FeaturesClient::new(ingest.grpc().await);
     let user = client
-        .get_user_features(GetUserFeaturesRequest { user_id: "u1".into() })
+        .get_user_features(GetUserFeaturesRequest {
+            user_id: "u1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -226,14 +268,30 @@ async fn a_known_sequence_of_events_yields_exact_features_all_with_ttls() {
     let counts: HashMap<&str, i64> = user.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(
         counts,
-        HashMap::from([("search", 1), ("click", 2), ("add_to_cart", 3), ("remove_from_cart", 1), ("order", 1)])
+        HashMap::from([
+            ("search", 1),
+            ("click", 2),
+            ("add_to_cart", 3),
+            ("remove_from_cart", 1),
+            ("order", 1)
+        ])
     );
     assert_eq!((user.orders, user.revenue), (1, 200.0));
     assert_eq!(user.recent_item_ids, ["i2", "i1"]);
-    assert_eq!(user.recent_categories, ["electronics/audio/speakers", "electronics/audio/headphones"]);
+    assert_eq!(
+        user.recent_categories,
+        ["electronics/audio/speakers", "electronics/audio/headphones"]
+    );
     // i1 left the cart with the order; i2: +1 -1 +3.
     assert_eq!(user.cart.len(), 1);
-    assert_eq!((user.cart[0].item_id.as_str(), user.cart[0].quantity, user.cart[0].unit_price), ("i2", 3, 50.0));
+    assert_eq!(
+        (
+            user.cart[0].item_id.as_str(),
+            user.cart[0].quantity,
+            user.cart[0].unit_price
+        ),
+        ("i2", 3, 50.0)
+    );
     assert_eq!((user.cart_value, user.cart_quantity), (150.0, 3));
     assert_eq!(user.last_activity_ts_ms, t + 7000);
     let session = user.session.unwrap();
@@ -244,40 +302,70 @@ async fn a_known_sequence_of_events_yields_exact_features_all_with_ttls() {
     assert_eq!(session.counts["add_to_cart"], 3);
 
     let item = client
-        .get_item_features(GetItemFeaturesRequest { item_id: "i1".into(), neighbours: 0 })
+        .get_item_features(GetItemFeaturesRequest {
+            item_id: "i1".into(),
+            neighbours: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(item.found);
     let record = item.item.unwrap();
-    assert_eq!((record.category.as_str(), record.price, record.stock), ("electronics/audio/headphones", 100.0, 5));
+    assert_eq!(
+        (record.category.as_str(), record.price, record.stock),
+        ("electronics/audio/headphones", 100.0, 5)
+    );
     for w in &item.windows {
-        assert_eq!((w.impressions, w.clicks, w.carts, w.orders), (0, 1, 1, 2), "window {}", w.window);
+        assert_eq!(
+            (w.impressions, w.clicks, w.carts, w.orders),
+            (0, 1, 1, 2),
+            "window {}",
+            w.window
+        );
     }
     // i2 was clicked after i1 (1), then i1 carted after i2 (1), then i2 carted twice after i1 (2).
     assert_eq!(item.co_visited.len(), 1);
-    assert_eq!((item.co_visited[0].item_id.as_str(), item.co_visited[0].score), ("i2", 4.0));
+    assert_eq!(
+        (
+            item.co_visited[0].item_id.as_str(),
+            item.co_visited[0].score
+        ),
+        ("i2", 4.0)
+    );
     let unknown = client
-        .get_user_features(GetUserFeaturesRequest { user_id: "nobody".into() })
+        .get_user_features(GetUserFeaturesRequest {
+            user_id: "nobody".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!unknown.found && unknown.counts.is_empty());
     let err = client
-        .get_user_features(GetUserFeaturesRequest { user_id: String::new() })
+        .get_user_features(GetUserFeaturesRequest {
+            user_id: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(err.message(), "user_id is required");
     let err = client
-        .get_item_features(GetItemFeaturesRequest { item_id: "i1".into(), neighbours: 1000 })
+        .get_item_features(GetItemFeaturesRequest {
+            item_id: "i1".into(),
+            neighbours: 1000,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let mut redis = env.redis.conn().await;
-    let q: HashMap<String, i64> = redis.hgetall(format!("{}:q:wireless headphones", env.prefix)).await.unwrap();
-    assert_eq!(q, HashMap::from([("searches".into(), 1), ("clicks".into(), 2)]));
+    let q: HashMap<String, i64> = redis
+        .hgetall(format!("{}:q:wireless headphones", env.prefix))
+        .await
+        .unwrap();
+    assert_eq!(
+        q,
+        HashMap::from([("searches".into(), 1), ("clicks".into(), 2)])
+    );
     // Daily buckets: the sequence may straddle midnight, so add both days up.
     let mut pop: Vec<(String, f64)> = Vec::new();
     for day in HashSet::from([t / 86_400_000, (t + 7000) / 86_400_000]) {
@@ -305,11 +393,16 @@ async fn a_known_sequence_of_events_yields_exact_features_all_with_ttls() {
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(ingest.grpc().await);
     let status = health
-        .check(tonic_health::pb::HealthCheckRequest { service: ingest::FEATURES_SERVICE.into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: ingest::FEATURES_SERVICE.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     ingest.stop().await;
 }
 
@@ -358,9 +451,16 @@ async fn two_ingest_instances_share_the_partitions() {
     }
     let total = users * per_user;
     events.wait_for(total, WAIT).await;
-    let ids = events.events().into_iter().map(|e| e.event_id).collect::<HashSet<_>>();
+    let ids = events
+        .events()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect::<HashSet<_>>();
     assert_eq!(ids.len(), total);
-    let (na, nb) = (a.metric("ingest_events_in_total").await, b.metric("ingest_events_in_total").await);
+    let (na, nb) = (
+        a.metric("ingest_events_in_total").await,
+        b.metric("ingest_events_in_total").await,
+    );
     assert!(na > 0.0 && nb > 0.0, "both instances consumed: {na} + {nb}");
     assert_eq!(na + nb, total as f64);
     assert_each_user_counted_exactly(&env, users, per_user as i64).await;
@@ -397,7 +497,11 @@ async fn a_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let second = env.start_ingest(config).await;
     let total = users * per_user;
     eventually(WAIT, || async {
-        let ids = events.events().into_iter().map(|e| e.event_id).collect::<HashSet<_>>();
+        let ids = events
+            .events()
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect::<HashSet<_>>();
         (ids.len() == total)
             .then_some(())
             .ok_or(format!("{} of {total} distinct events", ids.len()))

@@ -36,18 +36,23 @@ impl TopicSpec {
 
 /// Creates the topics that do not exist yet; existing ones are left alone.
 pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client_config(&[])
-        .create()
-        .map_err(|source| BusError::Create {
-            what: "admin client",
-            brokers: config.brokers.clone(),
-            source,
-        })?;
+    let admin: AdminClient<DefaultClientContext> =
+        config
+            .client_config(&[])
+            .create()
+            .map_err(|source| BusError::Create {
+                what: "admin client",
+                brokers: config.brokers.clone(),
+                source,
+            })?;
     let new_topics = specs
         .iter()
         .map(|s| {
-            let t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+            let t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication),
+            );
             if s.compacted {
                 t.set("cleanup.policy", "compact")
             } else {
@@ -60,7 +65,11 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
         .create_topics(new_topics.iter(), &opts)
         .await
         .map_err(|e| BusError::CreateTopic {
-            topic: specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
+            topic: specs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             reason: e.to_string(),
         })?;
     for result in results {

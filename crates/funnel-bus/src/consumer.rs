@@ -77,18 +77,28 @@ impl ClientContext for BusContext {
 }
 
 impl ConsumerContext for BusContext {
-    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
                 self.metrics.lag.clear();
             }
-            Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
 
-    fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        _rebalance: &Rebalance<'_>,
+    ) {
         if let Ok(tpl) = consumer.assignment() {
             self.metrics.assigned.set(tpl.count() as i64);
         }
@@ -140,7 +150,11 @@ impl BatchConsumer {
     /// Waits for the first message, then takes what arrives within `linger`,
     /// up to `max` messages. Cancel-safe: dropping the future loses nothing,
     /// since offsets are stored only by [`BatchConsumer::store_offsets`].
-    pub async fn next_batch(&self, max: usize, linger: Duration) -> Result<Vec<OwnedMessage>, BusError> {
+    pub async fn next_batch(
+        &self,
+        max: usize,
+        linger: Duration,
+    ) -> Result<Vec<OwnedMessage>, BusError> {
         let first = self.consumer.recv().await.map_err(BusError::Consume)?;
         let mut batch = Vec::with_capacity(max.min(4096));
         batch.push(first.detach());
@@ -201,9 +215,11 @@ impl BatchConsumer {
         let this = BatchConsumer { consumer };
         tokio::task::spawn_blocking(move || this.commit_blocking())
             .await
-            .unwrap_or_else(|e| Err(BusError::Commit(rdkafka::error::KafkaError::Canceled)).inspect_err(|_| {
-                tracing::error!(error = %e, "commit task failed");
-            }))
+            .unwrap_or_else(|e| {
+                Err(BusError::Commit(rdkafka::error::KafkaError::Canceled)).inspect_err(|_| {
+                    tracing::error!(error = %e, "commit task failed");
+                })
+            })
     }
 
     /// Partitions currently assigned to this instance.

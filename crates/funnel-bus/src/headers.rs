@@ -18,7 +18,10 @@ pub const DLQ_REJECTED_BY: &str = "funnel-rejected-by";
 
 /// The value of header `name`, if present.
 pub fn get<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a [u8]> {
-    headers?.iter().find(|h| h.key == name).and_then(|h| h.value)
+    headers?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
 }
 
 /// Where a rejected message came from and why.
@@ -92,7 +95,9 @@ impl Injector for HeaderInjector {
 /// The trace context carried by a message's headers (empty if none).
 pub fn extract_context<H: Headers>(headers: Option<&H>) -> opentelemetry::Context {
     match headers {
-        Some(h) => opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h))),
+        Some(h) => {
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h)))
+        }
         None => opentelemetry::Context::new(),
     }
 }

@@ -19,8 +19,8 @@ pub mod producer;
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{BatchConsumer, ConsumerMetrics};
 pub use producer::{OutRecord, Producer};
-pub use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
 pub use rdkafka::Message;
+pub use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
 
 /// A Kafka operation that failed, with what it was about.
 #[derive(Debug, thiserror::Error)]

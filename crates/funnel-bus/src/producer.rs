@@ -99,10 +99,12 @@ impl Producer {
 
     /// Flushes buffered messages. Blocking: call from a blocking thread.
     pub fn flush_blocking(&self, timeout: Duration) -> Result<(), BusError> {
-        self.inner.flush(Timeout::After(timeout)).map_err(|source| BusError::Produce {
-            topic: "*".into(),
-            source,
-        })
+        self.inner
+            .flush(Timeout::After(timeout))
+            .map_err(|source| BusError::Produce {
+                topic: "*".into(),
+                source,
+            })
     }
 
     /// Flushes without blocking the async workers.

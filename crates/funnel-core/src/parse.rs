@@ -29,7 +29,12 @@ impl ContentType {
             return Ok(ContentType::Json);
         };
         let text = String::from_utf8_lossy(raw);
-        let mime = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = text
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "" | "application/json" | "text/json" => Ok(ContentType::Json),
             "application/x-protobuf" | "application/protobuf" => Ok(ContentType::Protobuf),
@@ -268,7 +273,12 @@ pub fn normalize_query(q: &str) -> String {
 /// `Electronics / Audio//Headphones ` to `electronics/audio/headphones`.
 pub fn normalize_category(c: &str) -> String {
     c.split('/')
-        .map(|seg| seg.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
+        .map(|seg| {
+            seg.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
         .filter(|seg| !seg.is_empty())
         .collect::<Vec<_>>()
         .join("/")
@@ -289,7 +299,11 @@ impl Validator<'_> {
                 format!("unknown event type {:?}", truncate(&type_name, 64)),
             )
         })?;
-        let ts_ms = parse_timestamp(self.object.get("ts").ok_or_else(|| Rejection::missing("ts"))?)?;
+        let ts_ms = parse_timestamp(
+            self.object
+                .get("ts")
+                .ok_or_else(|| Rejection::missing("ts"))?,
+        )?;
         let user_id = if event_type == EventType::Item {
             self.optional_id("user_id")?.unwrap_or_default()
         } else {
@@ -310,7 +324,15 @@ impl Validator<'_> {
             EventType::Ticket => (self.ticket()?, &["order_id", "text", "channel"]),
             EventType::Item => (
                 self.item(ts_ms)?,
-                &["item_id", "title", "category", "brand", "price", "stock", "attributes"],
+                &[
+                    "item_id",
+                    "title",
+                    "category",
+                    "brand",
+                    "price",
+                    "stock",
+                    "attributes",
+                ],
             ),
             EventType::Unspecified => unreachable!("type_from_name never yields Unspecified"),
         };

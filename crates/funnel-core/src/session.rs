@@ -53,11 +53,17 @@ pub struct SessionAssignment {
 
 /// Whether an event's time is acceptable.
 pub trait TimeCheck {
-    fn check_time(&self, ts_ms: Millis, now_ms: Millis, clock: &UserClock) -> Result<(), Rejection>;
+    fn check_time(&self, ts_ms: Millis, now_ms: Millis, clock: &UserClock)
+    -> Result<(), Rejection>;
 }
 
 impl TimeCheck for SessionRules {
-    fn check_time(&self, ts_ms: Millis, now_ms: Millis, clock: &UserClock) -> Result<(), Rejection> {
+    fn check_time(
+        &self,
+        ts_ms: Millis,
+        now_ms: Millis,
+        clock: &UserClock,
+    ) -> Result<(), Rejection> {
         if ts_ms > now_ms + self.max_future_skew_ms {
             return Err(Rejection::new(
                 RejectCode::FutureEvent,
@@ -179,7 +185,10 @@ mod tests {
         let mut clock = UserClock::default();
         let a = rules.assign(&mut clock, "u1", T0, Some("web-1"));
         let b = rules.assign(&mut clock, "u1", T0 + 90 * MIN, Some("web-1"));
-        assert_eq!((a.session_id.as_str(), a.assigned, a.new_session), ("web-1", false, true));
+        assert_eq!(
+            (a.session_id.as_str(), a.assigned, a.new_session),
+            ("web-1", false, true)
+        );
         assert_eq!((b.session_id.as_str(), b.new_session), ("web-1", false));
     }
 

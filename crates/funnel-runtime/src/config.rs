@@ -80,7 +80,9 @@ where
             .map_err(|e| ConfigError::Invalid(format!("environment key `{key}`: {e}")))?;
     }
     if !passthrough.is_empty() {
-        let partial = builder.build_cloned().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let partial = builder
+            .build_cloned()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (map, options) in passthrough {
             let mut merged: config::Map<String, config::Value> =
                 partial.get(&map).unwrap_or_default();
@@ -120,7 +122,10 @@ where
 enum EnvKey {
     Plain(String),
     /// An entry of a pass-through map: `map` is e.g. `kafka.options`.
-    Option { map: String, option: String },
+    Option {
+        map: String,
+        option: String,
+    },
 }
 
 /// `FUNNEL_INGEST__BATCH_MAX` to `ingest.batch_max`, and
@@ -204,7 +209,14 @@ pub fn render_masked<T: Serialize>(config: &T) -> String {
     }
 }
 
-const SECRET_WORDS: [&str; 6] = ["password", "secret", "token", "jaas", "key.pem", "credential"];
+const SECRET_WORDS: [&str; 6] = [
+    "password",
+    "secret",
+    "token",
+    "jaas",
+    "key.pem",
+    "credential",
+];
 
 /// Masks values whose key names a secret, and passwords inside URLs.
 pub fn mask_secrets(value: &mut serde_json::Value, key: &str) {
@@ -330,7 +342,10 @@ mod tests {
     fn numbers_and_booleans_from_the_environment_are_parsed() {
         let cfg: Sample = load_config(
             None,
-            env(&[("FUNNEL_WORK__BATCH_MAX", "512"), ("FUNNEL_WORK__ENABLED", "false")]),
+            env(&[
+                ("FUNNEL_WORK__BATCH_MAX", "512"),
+                ("FUNNEL_WORK__ENABLED", "false"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.work.batch_max, 512);

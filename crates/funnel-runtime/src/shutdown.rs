@@ -61,11 +61,19 @@ async fn wait_for_signal() {
 }
 
 /// Runs `fut` but gives up after `grace`, logging what was cut short.
-pub async fn with_grace<F: std::future::Future>(what: &str, grace: Duration, fut: F) -> Option<F::Output> {
+pub async fn with_grace<F: std::future::Future>(
+    what: &str,
+    grace: Duration,
+    fut: F,
+) -> Option<F::Output> {
     match tokio::time::timeout(grace, fut).await {
         Ok(out) => Some(out),
         Err(_) => {
-            tracing::warn!(what, grace_secs = grace.as_secs(), "grace period over, not waiting any longer");
+            tracing::warn!(
+                what,
+                grace_secs = grace.as_secs(),
+                "grace period over, not waiting any longer"
+            );
             None
         }
     }

@@ -96,7 +96,10 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> anyhow::Result<Tele
     let filter = EnvFilter::try_new(&config.log_filter)?;
     let fmt_layer = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
     };
     let provider = if config.otlp_endpoint.is_empty() {
         None
@@ -119,9 +122,9 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> anyhow::Result<Tele
         opentelemetry::global::set_tracer_provider(provider.clone());
         Some(provider)
     };
-    let otel_layer = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_string()))
-    });
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_string())));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)

@@ -109,7 +109,10 @@ impl WriteBatch {
     }
 
     pub fn hincr_float(&mut self, key: &str, field: &str, by: f64) {
-        *self.float_incr.entry((key.into(), field.into())).or_insert(0.0) += by;
+        *self
+            .float_incr
+            .entry((key.into(), field.into()))
+            .or_insert(0.0) += by;
     }
 
     pub fn zincr(&mut self, key: &str, member: &str, by: f64) {
@@ -125,8 +128,12 @@ impl WriteBatch {
 
     /// A cart-like change whose order relative to deletions matters.
     pub fn hincr_ordered(&mut self, key: &str, field: &str, by: i64) {
-        self.ordered
-            .push(vec!["HINCRBY".into(), key.into(), field.into(), by.to_string()]);
+        self.ordered.push(vec![
+            "HINCRBY".into(),
+            key.into(),
+            field.into(),
+            by.to_string(),
+        ]);
     }
 
     pub fn hdel_ordered(&mut self, key: &str, field: &str) {
@@ -176,7 +183,12 @@ impl WriteBatch {
             }
         }
         for ((k, f), by) in &self.float_incr {
-            out.push(vec!["HINCRBYFLOAT".into(), k.clone(), f.clone(), fmt_float(*by)]);
+            out.push(vec![
+                "HINCRBYFLOAT".into(),
+                k.clone(),
+                f.clone(),
+                fmt_float(*by),
+            ]);
         }
         for ((k, m), by) in &self.zincr {
             out.push(vec!["ZINCRBY".into(), k.clone(), fmt_float(*by), m.clone()]);
@@ -279,8 +291,14 @@ mod tests {
     #[test]
     fn markers_are_classified_by_origin() {
         assert_eq!(MarkerState::of(None, "t/0/5"), MarkerState::Fresh);
-        assert_eq!(MarkerState::of(Some("t/0/5|s1"), "t/0/5"), MarkerState::Replay);
-        assert_eq!(MarkerState::of(Some("t/1/9|s1"), "t/0/5"), MarkerState::Duplicate);
+        assert_eq!(
+            MarkerState::of(Some("t/0/5|s1"), "t/0/5"),
+            MarkerState::Replay
+        );
+        assert_eq!(
+            MarkerState::of(Some("t/1/9|s1"), "t/0/5"),
+            MarkerState::Duplicate
+        );
         assert_eq!(marker_session("t/0/5|s1"), "s1");
     }
 }

@@ -63,11 +63,18 @@ impl FeatureReader {
             .filter_map(|(item, q)| Some((item, q.parse::<i64>().ok().filter(|q| *q > 0)?)))
             .collect::<Vec<_>>();
 
-        let sid = state.get(state_field::SESSION_ID).cloned().unwrap_or_default();
+        let sid = state
+            .get(state_field::SESSION_ID)
+            .cloned()
+            .unwrap_or_default();
         let mut second = Vec::new();
         if !sid.is_empty() {
             second.push(Read::HGetAll(k.session(&sid)));
-            second.push(Read::LRange(k.session_items(&sid), 0, RECENT_ITEMS as isize - 1));
+            second.push(Read::LRange(
+                k.session_items(&sid),
+                0,
+                RECENT_ITEMS as isize - 1,
+            ));
         }
         for (item, _) in &cart_lines {
             second.push(Read::HMGet(k.item(item), vec!["price".into()]));
@@ -76,8 +83,12 @@ impl FeatureReader {
         let session = if sid.is_empty() {
             None
         } else {
-            let mut h: HashMap<String, String> =
-                more.next().unwrap_or_default().into_hash().into_iter().collect();
+            let mut h: HashMap<String, String> = more
+                .next()
+                .unwrap_or_default()
+                .into_hash()
+                .into_iter()
+                .collect();
             let items = dedupe(more.next().unwrap_or_default().into_list(), RECENT_ITEMS);
             let start_ts_ms = take_i64(&mut h, "start");
             let last_ts_ms = take_i64(&mut h, "last");
@@ -147,14 +158,20 @@ impl FeatureReader {
             Read::ZRevRange(k.item_bought_together(item_id), 0, neighbours as isize - 1),
         ];
         for i in 0..12 {
-            reads.push(Read::HGetAll(k.item_slot_5m(item_id, now_ms - i * SLOT_5M_MS)));
+            reads.push(Read::HGetAll(
+                k.item_slot_5m(item_id, now_ms - i * SLOT_5M_MS),
+            ));
         }
         for i in 0..24 {
             reads.push(Read::HGetAll(k.item_slot_1h(item_id, now_ms - i * HOUR_MS)));
         }
         let mut replies = self.store.read(&reads).await?.into_iter();
-        let record: HashMap<String, String> =
-            replies.next().unwrap_or_default().into_hash().into_iter().collect();
+        let record: HashMap<String, String> = replies
+            .next()
+            .unwrap_or_default()
+            .into_hash()
+            .into_iter()
+            .collect();
         let co_visited = scored(replies.next().unwrap_or_default());
         let bought_together = scored(replies.next().unwrap_or_default());
         let mut window = |name: &str, slots: usize| {
@@ -215,8 +232,13 @@ pub fn catalog_fields(item: &events::Item) -> Vec<(&'static str, String)> {
         ("stock", item.stock.to_string()),
         (
             "attrs",
-            serde_json::to_string(&item.attributes.iter().collect::<std::collections::BTreeMap<_, _>>())
-                .unwrap_or_default(),
+            serde_json::to_string(
+                &item
+                    .attributes
+                    .iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .unwrap_or_default(),
         ),
         ("updated", item.updated_ts_ms.to_string()),
     ]

@@ -86,7 +86,11 @@ impl Keys {
 
     /// The 5-minute slot holding `ts_ms`.
     pub fn item_slot_5m(&self, item: &str, ts_ms: i64) -> String {
-        format!("{}:i:{item}:m:{}", self.prefix, ts_ms.div_euclid(SLOT_5M_MS))
+        format!(
+            "{}:i:{item}:m:{}",
+            self.prefix,
+            ts_ms.div_euclid(SLOT_5M_MS)
+        )
     }
 
     /// The hourly slot holding `ts_ms`.
@@ -104,7 +108,11 @@ impl Keys {
 
     /// Popularity of items in `category` on the day holding `ts_ms`.
     pub fn category_popularity(&self, category: &str, ts_ms: i64) -> String {
-        format!("{}:c:{category}:pop:{}", self.prefix, ts_ms.div_euclid(DAY_MS))
+        format!(
+            "{}:c:{category}:pop:{}",
+            self.prefix,
+            ts_ms.div_euclid(DAY_MS)
+        )
     }
 
     pub fn query(&self, query: &str) -> String {

@@ -32,7 +32,10 @@ pub use redis_store::RedisStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("failed to connect to redis at {url}: {source}")]
-    Connect { url: String, source: redis::RedisError },
+    Connect {
+        url: String,
+        source: redis::RedisError,
+    },
     #[error("redis {op} failed: {source}")]
     Redis {
         op: &'static str,

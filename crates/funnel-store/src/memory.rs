@@ -109,7 +109,11 @@ impl MemoryStore {
         if !agrees {
             return ApplyOutcome::Conflict(current);
         }
-        debug_assert!(current.iter().all(|c| c.as_deref().is_none_or(|v| !marker_origin(v).is_empty())));
+        debug_assert!(
+            current
+                .iter()
+                .all(|c| c.as_deref().is_none_or(|v| !marker_origin(v).is_empty()))
+        );
         for m in &batch.markers {
             if m.expect == MarkerState::Fresh {
                 inner.set(&m.key, Value::Str(m.value.clone()));
@@ -159,7 +163,10 @@ impl Inner {
         let now = self.now();
         let fresh = match self.entries.get(key) {
             None => true,
-            Some(e) => e.expired(now) || std::mem::discriminant(&e.value) != std::mem::discriminant(&make()),
+            Some(e) => {
+                e.expired(now)
+                    || std::mem::discriminant(&e.value) != std::mem::discriminant(&make())
+            }
         };
         if fresh {
             self.set(key, make());
@@ -271,18 +278,25 @@ impl Inner {
             },
             Read::HGetAll(k) => match self.live(k) {
                 Some(Value::Hash(h)) => {
-                    let mut pairs = h.iter().map(|(a, b)| (a.clone(), b.clone())).collect::<Vec<_>>();
+                    let mut pairs = h
+                        .iter()
+                        .map(|(a, b)| (a.clone(), b.clone()))
+                        .collect::<Vec<_>>();
                     pairs.sort();
                     Reply::Hash(pairs)
                 }
                 _ => Reply::Nil,
             },
             Read::HMGet(k, fields) => match self.live(k) {
-                Some(Value::Hash(h)) => Reply::Fields(fields.iter().map(|f| h.get(f).cloned()).collect()),
+                Some(Value::Hash(h)) => {
+                    Reply::Fields(fields.iter().map(|f| h.get(f).cloned()).collect())
+                }
                 _ => Reply::Fields(vec![None; fields.len()]),
             },
             Read::LRange(k, start, stop) => match self.live(k) {
-                Some(Value::List(l)) => Reply::List(range(l.iter().cloned().collect(), *start, *stop)),
+                Some(Value::List(l)) => {
+                    Reply::List(range(l.iter().cloned().collect(), *start, *stop))
+                }
                 _ => Reply::Nil,
             },
             Read::ZRevRange(k, start, stop) => match self.live(k) {
@@ -323,7 +337,12 @@ mod tests {
     fn a_batch_applies_once_and_its_replay_conflicts_without_writing() {
         let store = MemoryStore::new(1000);
         let mut b = WriteBatch::new(3600);
-        b.marker("d:e1".into(), "t/0/1", "t/0/1|s1".into(), MarkerState::Fresh);
+        b.marker(
+            "d:e1".into(),
+            "t/0/1",
+            "t/0/1|s1".into(),
+            MarkerState::Fresh,
+        );
         b.hincr("u:n", "click", 1);
         b.expire("u:n", 60);
         assert_eq!(store.apply(&b), ApplyOutcome::Applied);
@@ -350,7 +369,10 @@ mod tests {
         b.zcap("z", 2);
         store.apply(&b);
         assert_eq!(
-            store.read(&[Read::LRange("l".into(), 0, -1), Read::ZRevRange("z".into(), 0, -1)]),
+            store.read(&[
+                Read::LRange("l".into(), 0, -1),
+                Read::ZRevRange("z".into(), 0, -1)
+            ]),
             vec![
                 Reply::List(vec!["i4".into(), "i3".into(), "i2".into()]),
                 Reply::Scored(vec![("m4".into(), 4.0), ("m3".into(), 3.0)]),

@@ -104,10 +104,13 @@ impl RedisStore {
             };
         }
         let mut conn = self.conn.clone();
-        let values: Vec<redis::Value> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|source| StoreError::Redis { op: "read pipeline", source })?;
+        let values: Vec<redis::Value> =
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|source| StoreError::Redis {
+                    op: "read pipeline",
+                    source,
+                })?;
         reads
             .iter()
             .zip(values)
@@ -124,10 +127,14 @@ impl RedisStore {
             invocation.arg(arg);
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|source| StoreError::Redis { op: "apply script", source })?;
+        let reply: Vec<redis::Value> =
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|source| StoreError::Redis {
+                    op: "apply script",
+                    source,
+                })?;
         match reply.first() {
             Some(redis::Value::Int(1)) => Ok(ApplyOutcome::Applied),
             Some(redis::Value::Int(0)) => Ok(ApplyOutcome::Conflict(
@@ -153,7 +160,9 @@ fn value_string(v: &redis::Value) -> Option<String> {
 
 fn flat_strings(v: redis::Value) -> Vec<Option<String>> {
     match v {
-        redis::Value::Array(items) | redis::Value::Set(items) => items.iter().map(value_string).collect(),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().map(value_string).collect()
+        }
         redis::Value::Map(pairs) => pairs
             .iter()
             .flat_map(|(k, v)| [value_string(k), value_string(v)])
@@ -187,10 +196,11 @@ fn convert(read: &Read, v: redis::Value) -> Result<Reply, StoreError> {
         Read::ZRevRange(..) => {
             let scored = match v {
                 // RESP3 answers [[member, score], ...]
-                redis::Value::Array(items) if items.iter().all(|i| matches!(i, redis::Value::Array(_))) => items
-                    .into_iter()
-                    .flat_map(flat_strings)
-                    .collect::<Vec<_>>(),
+                redis::Value::Array(items)
+                    if items.iter().all(|i| matches!(i, redis::Value::Array(_))) =>
+                {
+                    items.into_iter().flat_map(flat_strings).collect::<Vec<_>>()
+                }
                 other => flat_strings(other),
             };
             Reply::Scored(

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use funnel_bus::admin::{TopicSpec, ensure_topics};
-use funnel_bus::{BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, Producer, Topics};
+use funnel_bus::{
+    BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, Producer, Topics,
+};
 use funnel_sim::{SimConfig, Simulator};
 
 use crate::probe;
@@ -63,7 +65,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    println!("funnel bench ingest: {} events, {} raw partitions, broker {}, redis {}", args.events, args.partitions, args.kafka, args.redis);
+    println!(
+        "funnel bench ingest: {} events, {} raw partitions, broker {}, redis {}",
+        args.events, args.partitions, args.kafka, args.redis
+    );
 
     // 1. Simulated traffic onto the raw topic, stamped now so none is late or early.
     let sim = Simulator::new(SimConfig {
@@ -80,7 +85,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let chunk = sim
             .by_ref()
             .take(5_000)
-            .map(|r| OutRecord::new(&topics.raw, r.key.as_deref().map(str::as_bytes), crate::simulate::payload(&r, true)))
+            .map(|r| {
+                OutRecord::new(
+                    &topics.raw,
+                    r.key.as_deref().map(str::as_bytes),
+                    crate::simulate::payload(&r, true),
+                )
+            })
             .collect::<Vec<_>>();
         if chunk.is_empty() {
             break;
@@ -89,7 +100,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         sent += chunk.len() as u64;
     }
     let produce_secs = started.elapsed().as_secs_f64();
-    println!("  produce simulate→raw            {:>9.0} events/s", sent as f64 / produce_secs);
+    println!(
+        "  produce simulate→raw            {:>9.0} events/s",
+        sent as f64 / produce_secs
+    );
 
     // 2. The broker's raw pass-through: consume and produce, nothing else.
     let me = std::process::id();
@@ -102,13 +116,22 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let mut moved = 0u64;
     let mut first: Option<Instant> = None;
     while moved < sent {
-        let batch = tokio::time::timeout(Duration::from_secs(60), consumer.next_batch(args.batch_max, Duration::from_millis(5)))
-            .await
-            .context("pass-through stalled for 60 s")??;
+        let batch = tokio::time::timeout(
+            Duration::from_secs(60),
+            consumer.next_batch(args.batch_max, Duration::from_millis(5)),
+        )
+        .await
+        .context("pass-through stalled for 60 s")??;
         first.get_or_insert_with(Instant::now);
         let out = batch
             .iter()
-            .map(|m| OutRecord::new(&passthrough, m.key(), m.payload().unwrap_or_default().to_vec()))
+            .map(|m| {
+                OutRecord::new(
+                    &passthrough,
+                    m.key(),
+                    m.payload().unwrap_or_default().to_vec(),
+                )
+            })
             .collect::<Vec<_>>();
         producer.send_all(&out).await?;
         consumer.store_offsets(&batch)?;
@@ -154,11 +177,15 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let body = probe::http_get(admin, "/metrics").await.unwrap_or_default();
         probe::sum(&probe::samples(&body), "ingest_events_in_total")
     };
-    let rss_start = wait_until(Duration::from_secs(60), || async { probe::http_get(admin, "/readyz").await.is_ok_and(|b| b.contains("ready")) })
-        .await
-        .then(|| probe::rss_mib(pid).map(|r| r.0))
-        .flatten()
-        .context("ingest did not become ready within 60 s")?;
+    let rss_start = wait_until(Duration::from_secs(60), || async {
+        probe::http_get(admin, "/readyz")
+            .await
+            .is_ok_and(|b| b.contains("ready"))
+    })
+    .await
+    .then(|| probe::rss_mib(pid).map(|r| r.0))
+    .flatten()
+    .context("ingest did not become ready within 60 s")?;
     let mut t0: Option<(Instant, f64, f64)> = None;
     let mut rss_samples = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(1200);
@@ -202,9 +229,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    println!("  ingest resident memory MiB      ready {rss_start:.1}; {quartiles}; end {rss_end:.1}; peak {rss_peak:.1}");
+    println!(
+        "  ingest resident memory MiB      ready {rss_start:.1}; {quartiles}; end {rss_end:.1}; peak {rss_peak:.1}"
+    );
     // Graceful stop; the guard waits for the exit.
-    let _ = Process::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Process::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     Ok(())
 }
 
@@ -224,7 +255,9 @@ impl Drop for IngestChild {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool

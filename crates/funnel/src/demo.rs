@@ -65,17 +65,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mock;
     let (brokers, broker_label) = match &args.kafka {
         Some(b) => {
-            ensure_topics(&KafkaConfig::new(b, "funnel-demo"), &crate::topics::specs(&topics, 4, 1))
-                .await
-                .context("failed to create topics")?;
+            ensure_topics(
+                &KafkaConfig::new(b, "funnel-demo"),
+                &crate::topics::specs(&topics, 4, 1),
+            )
+            .await
+            .context("failed to create topics")?;
             (b.clone(), format!("Kafka at {b}"))
         }
         None => {
-            mock = rdkafka::mocking::MockCluster::new(1).context("failed to start the mock cluster")?;
+            mock = rdkafka::mocking::MockCluster::new(1)
+                .context("failed to start the mock cluster")?;
             for spec in crate::topics::specs(&topics, 4, 1) {
                 mock.create_topic(&spec.name, spec.partitions, 1)?;
             }
-            (mock.bootstrap_servers(), "embedded mock cluster (librdkafka)".to_string())
+            (
+                mock.bootstrap_servers(),
+                "embedded mock cluster (librdkafka)".to_string(),
+            )
         }
     };
     let (store, store_label) = match &args.redis {
@@ -85,9 +92,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 key_prefix: "funnel-demo".into(),
                 ..RedisConfig::default()
             };
-            (Store::Redis(RedisStore::connect(&cfg).await?), format!("Redis at {url}"))
+            (
+                Store::Redis(RedisStore::connect(&cfg).await?),
+                format!("Redis at {url}"),
+            )
         }
-        None => (Store::Memory(MemoryStore::new(2_000_000)), "in-memory store".to_string()),
+        None => (
+            Store::Memory(MemoryStore::new(2_000_000)),
+            "in-memory store".to_string(),
+        ),
     };
 
     let mut config = ingest::Config {
@@ -105,8 +118,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ingest = tokio::spawn(ingest::run(config, listeners, store, shutdown.clone()));
 
     println!("funnel demo: broker = {broker_label}; feature store = {store_label}");
-    println!("  ingest gRPC on {grpc_addr} (funnel.ingest.v1.Features, health, reflection); metrics on http://{admin_addr}/metrics");
-    println!("  simulated traffic at {} events/s ({}% malformed, {}% re-sent); Ctrl-C to stop\n", args.rate, args.invalid_rate * 100.0, args.duplicate_rate * 100.0);
+    println!(
+        "  ingest gRPC on {grpc_addr} (funnel.ingest.v1.Features, health, reflection); metrics on http://{admin_addr}/metrics"
+    );
+    println!(
+        "  simulated traffic at {} events/s ({}% malformed, {}% re-sent); Ctrl-C to stop\n",
+        args.rate,
+        args.invalid_rate * 100.0,
+        args.duplicate_rate * 100.0
+    );
 
     let sim_config = funnel_sim::SimConfig {
         seed: args.seed,
@@ -124,34 +144,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let last_user = Arc::new(Mutex::new((String::new(), String::new())));
     let feeder = {
         let producer = Producer::new(&KafkaConfig::new(&brokers, "funnel-demo-simulate"))?;
-        let (sent, last_user, shutdown) = (Arc::clone(&sent), Arc::clone(&last_user), shutdown.clone());
+        let (sent, last_user, shutdown) =
+            (Arc::clone(&sent), Arc::clone(&last_user), shutdown.clone());
         let (rate, limit) = (args.rate, args.events);
         let topic = topics.raw.clone();
         tokio::spawn(async move {
             let mut sim = Simulator::new(sim_config)?;
             let catalog = sim.catalog().len() as u64;
             let feed_started = Instant::now();
-            let stop = || shutdown.is_triggered() || limit.is_some_and(|l| sent.load(Ordering::Relaxed) >= l + catalog);
+            let stop = || {
+                shutdown.is_triggered()
+                    || limit.is_some_and(|l| sent.load(Ordering::Relaxed) >= l + catalog)
+            };
             // Feed in slices so the summary can show a user who is active right now.
             while !stop() {
                 let before = sent.load(Ordering::Relaxed);
-                let mut slice = sim.by_ref().take(rate.max(50) as usize / 10).collect::<Vec<_>>();
+                let mut slice = sim
+                    .by_ref()
+                    .take(rate.max(50) as usize / 10)
+                    .collect::<Vec<_>>();
                 if slice.is_empty() {
                     break;
                 }
                 // Show the user of the previous slice: their events are ingested by now.
-                if let Some(u) = slice.iter().rev().find_map(|r| r.json()?.get("user_id")?.as_str().map(str::to_string)) {
+                if let Some(u) = slice
+                    .iter()
+                    .rev()
+                    .find_map(|r| r.json()?.get("user_id")?.as_str().map(str::to_string))
+                {
                     let mut users = last_user.lock().expect("lock");
                     users.0 = std::mem::replace(&mut users.1, u);
                 }
                 let records = slice
                     .drain(..)
-                    .map(|r| funnel_bus::OutRecord::new(&topic, r.key.as_deref().map(str::as_bytes), crate::simulate::payload(&r, true)))
+                    .map(|r| {
+                        funnel_bus::OutRecord::new(
+                            &topic,
+                            r.key.as_deref().map(str::as_bytes),
+                            crate::simulate::payload(&r, true),
+                        )
+                    })
                     .collect::<Vec<_>>();
                 producer.send_all(&records).await?;
                 sent.fetch_add(records.len() as u64, Ordering::Relaxed);
                 // Pace on the total since the start, so slow sends are caught up.
-                let due = Duration::from_secs_f64((before + records.len() as u64) as f64 / rate.max(1) as f64);
+                let due = Duration::from_secs_f64(
+                    (before + records.len() as u64) as f64 / rate.max(1) as f64,
+                );
                 if let Some(wait) = due.checked_sub(feed_started.elapsed()) {
                     tokio::time::sleep(wait).await;
                 }
@@ -170,7 +209,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => break,
         }
         last = summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
-        let done_by_time = args.duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d));
+        let done_by_time = args
+            .duration
+            .is_some_and(|d| started.elapsed() >= Duration::from_secs(d));
         if done_by_time || feeder.is_finished() {
             // Let ingest drain what was produced before stopping.
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -182,7 +223,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("simulator stopped: {e:#}");
     }
     ingest.await??;
-    println!("demo stopped after {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "demo stopped after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -217,7 +261,9 @@ async fn summary(
     if !user.is_empty()
         && let Ok(mut client) = FeaturesClient::connect(format!("http://{grpc}")).await
         && let Ok(f) = client
-            .get_user_features(GetUserFeaturesRequest { user_id: user.clone() })
+            .get_user_features(GetUserFeaturesRequest {
+                user_id: user.clone(),
+            })
             .await
     {
         let f = f.into_inner();

@@ -12,7 +12,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
         .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out))
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out))
 }
 
 /// Metric samples from a Prometheus text body: `(name{labels}, value)`.
@@ -86,7 +89,10 @@ mod tests {
         assert_eq!(sum(&s, "ingest_events_in_total"), 10.0);
         assert_eq!(
             by_label(&s, "ingest_dlq_total", "reason"),
-            vec![("missing_field".to_string(), 3.0), ("unknown_type".to_string(), 2.0)]
+            vec![
+                ("missing_field".to_string(), 3.0),
+                ("unknown_type".to_string(), 2.0)
+            ]
         );
     }
 

@@ -67,7 +67,8 @@ impl Args {
             "now" => funnel_core::now_ms(),
             s => match s.parse::<i64>() {
                 Ok(ms) => ms,
-                Err(_) => chrono_parse(s).with_context(|| format!("--start {s:?} is not now, epoch ms or RFC 3339"))?,
+                Err(_) => chrono_parse(s)
+                    .with_context(|| format!("--start {s:?} is not now, epoch ms or RFC 3339"))?,
             },
         };
         Ok(SimConfig {
@@ -95,7 +96,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut sim = Simulator::new(args.sim_config()?).context("invalid simulation settings")?;
     let mut truths = match &args.truths {
         Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("failed to create {}", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("failed to create {}", p.display()))?,
         )),
         None => None,
     };
@@ -103,7 +105,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let producer = Producer::new(&KafkaConfig::new(brokers, "funnel-simulate"))?;
         let sent = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        feed(&producer, &args.topic, &mut sim, args.rate, args.live, &sent, || false).await?;
+        feed(
+            &producer,
+            &args.topic,
+            &mut sim,
+            args.rate,
+            args.live,
+            &sent,
+            || false,
+        )
+        .await?;
         producer.flush(Duration::from_secs(30)).await?;
         let n = sent.load(Ordering::Relaxed);
         eprintln!(
@@ -117,7 +128,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
         } else {
             Box::new(std::io::BufWriter::new(
-                std::fs::File::create(&args.output).with_context(|| format!("failed to create {}", args.output))?,
+                std::fs::File::create(&args.output)
+                    .with_context(|| format!("failed to create {}", args.output))?,
             ))
         };
         while let Some(record) = sim.next() {
@@ -166,7 +178,11 @@ pub async fn feed(
     sent: &AtomicU64,
     stop: impl Fn() -> bool,
 ) -> anyhow::Result<()> {
-    let chunk = if rate == 0 { 2_000 } else { (rate / 50).clamp(1, 2_000) as usize };
+    let chunk = if rate == 0 {
+        2_000
+    } else {
+        (rate / 50).clamp(1, 2_000) as usize
+    };
     let started = Instant::now();
     let mut total = 0u64;
     loop {
@@ -176,7 +192,13 @@ pub async fn feed(
         let records = sim
             .by_ref()
             .take(chunk)
-            .map(|r| OutRecord::new(topic, r.key.as_deref().map(str::as_bytes), payload(&r, live)))
+            .map(|r| {
+                OutRecord::new(
+                    topic,
+                    r.key.as_deref().map(str::as_bytes),
+                    payload(&r, live),
+                )
+            })
             .collect::<Vec<_>>();
         if records.is_empty() {
             return Ok(());

@@ -41,7 +41,11 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             replication,
         } => {
             let topics = Topics::default();
-            ensure_topics(&KafkaConfig::new(&kafka, "funnel-admin"), &specs(&topics, partitions, replication)).await?;
+            ensure_topics(
+                &KafkaConfig::new(&kafka, "funnel-admin"),
+                &specs(&topics, partitions, replication),
+            )
+            .await?;
             println!(
                 "topics ready: {}, {}, {} (compacted), {}",
                 topics.raw, topics.events, topics.catalog, topics.dlq

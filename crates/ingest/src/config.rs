@@ -100,7 +100,10 @@ impl Validate for Config {
         self.topics.validate()?;
         self.redis.validate()?;
         self.telemetry.validate()?;
-        for (key, addr) in [("grpc.listen", &self.grpc.listen), ("admin.listen", &self.admin.listen)] {
+        for (key, addr) in [
+            ("grpc.listen", &self.grpc.listen),
+            ("admin.listen", &self.admin.listen),
+        ] {
             addr.parse::<std::net::SocketAddr>()
                 .map_err(|e| format!("{key} {addr:?} is not host:port: {e}"))?;
         }

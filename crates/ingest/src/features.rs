@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use funnel_core::pb::{self, event::Payload};
 use funnel_core::{UserClock, type_name};
-use funnel_store::features::{RECENT_CATEGORIES, RECENT_ITEMS_KEPT, catalog_fields, pack_list, unpack_list};
+use funnel_store::features::{
+    RECENT_CATEGORIES, RECENT_ITEMS_KEPT, catalog_fields, pack_list, unpack_list,
+};
 use funnel_store::keys::{DAY_TTL_SECS, HOUR_TTL_SECS, SLOT_5M_TTL_SECS, state_field};
 use funnel_store::{Keys, WriteBatch};
 
@@ -45,12 +47,28 @@ impl UserState {
     }
 
     fn write(&self, wb: &mut WriteBatch, key: &str) {
-        wb.hset(key, state_field::NEWEST, self.clock.newest_ts_ms.to_string());
+        wb.hset(
+            key,
+            state_field::NEWEST,
+            self.clock.newest_ts_ms.to_string(),
+        );
         wb.hset(key, state_field::SESSION_ID, self.clock.session_id.clone());
-        wb.hset(key, state_field::SESSION_START, self.clock.session_start_ms.to_string());
-        wb.hset(key, state_field::SESSION_LAST, self.clock.session_last_ms.to_string());
+        wb.hset(
+            key,
+            state_field::SESSION_START,
+            self.clock.session_start_ms.to_string(),
+        );
+        wb.hset(
+            key,
+            state_field::SESSION_LAST,
+            self.clock.session_last_ms.to_string(),
+        );
         wb.hset(key, state_field::LAST_QUERY, self.last_query.clone());
-        wb.hset(key, state_field::SESSION_ITEMS, pack_list(&self.session_items));
+        wb.hset(
+            key,
+            state_field::SESSION_ITEMS,
+            pack_list(&self.session_items),
+        );
     }
 }
 
@@ -146,7 +164,13 @@ impl FeatureWriter<'_> {
                     self.count_item(wb, &line.item_id, "order", line.quantity as i64, ts);
                     wb.hdel_ordered(&cart, &line.item_id);
                     if let Some(info) = items.get(&line.item_id) {
-                        self.popularity(wb, &line.item_id, &info.category, 5.0 * line.quantity as f64, ts);
+                        self.popularity(
+                            wb,
+                            &line.item_id,
+                            &info.category,
+                            5.0 * line.quantity as f64,
+                            ts,
+                        );
                     }
                 }
                 let lines = &order.lines[..order.lines.len().min(BOUGHT_TOGETHER_LINES)];
@@ -236,7 +260,9 @@ impl FeatureWriter<'_> {
         }
         let mut end = 0;
         loop {
-            end = category[end..].find('/').map_or(category.len(), |i| end + i);
+            end = category[end..]
+                .find('/')
+                .map_or(category.len(), |i| end + i);
             let key = self.keys.category_popularity(&category[..end], ts);
             wb.zincr(&key, item, weight);
             wb.zcap(&key, self.settings.category_top_max);

@@ -54,7 +54,12 @@ pub const FEATURES_SERVICE: &str = "funnel.ingest.v1.Features";
 
 /// Runs ingest until `shutdown`: stop consuming, finish the batch, store and
 /// commit offsets, flush the producer, then stop gRPC and the admin server.
-pub async fn run(config: Config, listeners: Listeners, store: Store, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    store: Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
     let registry = Arc::new(registry);
@@ -81,9 +86,16 @@ pub async fn run(config: Config, listeners: Listeners, store: Store, shutdown: S
         servers.clone(),
     ));
 
-    store.ping().await.context("feature store unreachable at start")?;
-    let consumer = BatchConsumer::subscribe(&config.kafka, &[&config.topics.raw], metrics.consumer.clone())
-        .context("failed to start the consumer")?;
+    store
+        .ping()
+        .await
+        .context("feature store unreachable at start")?;
+    let consumer = BatchConsumer::subscribe(
+        &config.kafka,
+        &[&config.topics.raw],
+        metrics.consumer.clone(),
+    )
+    .context("failed to start the consumer")?;
     let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
     let mut processor = pipeline::Processor::new(
         keys,
@@ -95,7 +107,15 @@ pub async fn run(config: Config, listeners: Listeners, store: Store, shutdown: S
     health.set_ready(true, &[FEATURES_SERVICE]).await;
     tracing::info!(topic = %config.topics.raw, group = %config.kafka.group_id, "ingest consuming");
 
-    consume(&config, &consumer, &producer, &mut processor, &metrics, &shutdown).await;
+    consume(
+        &config,
+        &consumer,
+        &producer,
+        &mut processor,
+        &metrics,
+        &shutdown,
+    )
+    .await;
 
     health.set_ready(false, &[FEATURES_SERVICE]).await;
     let grace = Duration::from_secs(config.ingest.shutdown_grace_secs);
@@ -167,6 +187,8 @@ async fn consume(
         if let Err(e) = consumer.store_offsets(&batch) {
             tracing::warn!(error = %e, "failed to store offsets");
         }
-        metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -47,13 +47,41 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("ingest");
         r.register("events_in", "Raw messages consumed", m.events_in.clone());
-        r.register("events_out", "Canonical events published, by type", m.events_out.clone());
-        r.register("dlq", "Messages sent to the dead-letter topic, by reason", m.dlq.clone());
-        r.register("dedup_hits", "Events dropped as duplicates of an earlier event_id", m.dedup_hits.clone());
-        r.register("replays", "Messages seen again after a restart or rebalance (republished, not recounted)", m.replays.clone());
-        r.register("store_conflicts", "Batches re-planned because a dedup marker changed concurrently", m.store_conflicts.clone());
-        r.register("batch_retries", "Batch attempts that failed and were retried", m.batch_retries.clone());
-        r.register("batch_seconds", "Time to process one batch end to end", m.batch_seconds.clone());
+        r.register(
+            "events_out",
+            "Canonical events published, by type",
+            m.events_out.clone(),
+        );
+        r.register(
+            "dlq",
+            "Messages sent to the dead-letter topic, by reason",
+            m.dlq.clone(),
+        );
+        r.register(
+            "dedup_hits",
+            "Events dropped as duplicates of an earlier event_id",
+            m.dedup_hits.clone(),
+        );
+        r.register(
+            "replays",
+            "Messages seen again after a restart or rebalance (republished, not recounted)",
+            m.replays.clone(),
+        );
+        r.register(
+            "store_conflicts",
+            "Batches re-planned because a dedup marker changed concurrently",
+            m.store_conflicts.clone(),
+        );
+        r.register(
+            "batch_retries",
+            "Batch attempts that failed and were retried",
+            m.batch_retries.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Time to process one batch end to end",
+            m.batch_seconds.clone(),
+        );
         r.register("batch_size", "Messages per batch", m.batch_size.clone());
         m.consumer.register(registry);
         m

@@ -37,7 +37,10 @@ pub struct BatchOutput {
 }
 
 enum Parsed {
-    Event { event: Box<pb::Event>, origin: String },
+    Event {
+        event: Box<pb::Event>,
+        origin: String,
+    },
     Rejected(Rejection),
 }
 
@@ -54,7 +57,13 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(keys: Keys, settings: IngestSettings, topics: Topics, store: Store, metrics: Metrics) -> Self {
+    pub fn new(
+        keys: Keys,
+        settings: IngestSettings,
+        topics: Topics,
+        store: Store,
+        metrics: Metrics,
+    ) -> Self {
         let rules = SessionRules {
             session_gap_ms: settings.session_gap_secs as i64 * 1000,
             max_lateness_ms: settings.max_lateness_secs as i64 * 1000,
@@ -79,7 +88,11 @@ impl Processor {
 
     /// Plans and applies one batch; returns what to publish. Nothing is
     /// published by this call, and on error nothing was written.
-    pub async fn process(&mut self, batch: &[OwnedMessage], now_ms: i64) -> Result<BatchOutput, StoreError> {
+    pub async fn process(
+        &mut self,
+        batch: &[OwnedMessage],
+        now_ms: i64,
+    ) -> Result<BatchOutput, StoreError> {
         let parsed = batch
             .iter()
             .map(|m| self.parse(m, now_ms))
@@ -93,7 +106,10 @@ impl Processor {
                 }
                 ApplyOutcome::Conflict(_) if attempt < MAX_CONFLICT_RETRIES => {
                     self.metrics.store_conflicts.inc();
-                    tracing::info!(attempt, "dedup markers changed concurrently; re-planning the batch");
+                    tracing::info!(
+                        attempt,
+                        "dedup markers changed concurrently; re-planning the batch"
+                    );
                 }
                 ApplyOutcome::Conflict(_) => break,
             }
@@ -109,7 +125,8 @@ impl Processor {
             Ok(ct) => ct,
             Err(r) => return Parsed::Rejected(r),
         };
-        match funnel_core::parse_event(m.payload().unwrap_or_default(), content_type, &self.limits) {
+        match funnel_core::parse_event(m.payload().unwrap_or_default(), content_type, &self.limits)
+        {
             Ok(mut event) => {
                 event.ingest_ts_ms = now_ms;
                 event.source = Some(pb::Source {
@@ -238,10 +255,14 @@ impl Processor {
                         self.items.put(item.item_id.clone(), info);
                     } else {
                         let state = states.entry(event.user_id.clone()).or_default();
-                        let explicit = (!event.session_id.is_empty()).then(|| event.session_id.clone());
-                        let assignment =
-                            self.rules
-                                .assign(&mut state.clock, &event.user_id, event.ts_ms, explicit.as_deref());
+                        let explicit =
+                            (!event.session_id.is_empty()).then(|| event.session_id.clone());
+                        let assignment = self.rules.assign(
+                            &mut state.clock,
+                            &event.user_id,
+                            event.ts_ms,
+                            explicit.as_deref(),
+                        );
                         event.session_id = assignment.session_id;
                         event.session_assigned = assignment.assigned;
                         for item in referenced_items(&event) {
@@ -249,7 +270,13 @@ impl Processor {
                                 known_items.insert(item.to_string(), info.clone());
                             }
                         }
-                        writer.user_event(&mut wb, &event, state, assignment.new_session, &known_items);
+                        writer.user_event(
+                            &mut wb,
+                            &event,
+                            state,
+                            assignment.new_session,
+                            &known_items,
+                        );
                     }
                     wb.marker(
                         self.keys.dedup(&event.event_id),
@@ -268,7 +295,8 @@ impl Processor {
 
     fn publish(&self, out: &mut BatchOutput, m: &OwnedMessage, event: &pb::Event) {
         let trace = trace_context(m, event);
-        let type_name = funnel_core::type_name(pb::EventType::try_from(event.r#type).unwrap_or_default());
+        let type_name =
+            funnel_core::type_name(pb::EventType::try_from(event.r#type).unwrap_or_default());
         let mut record = OutRecord::new(
             &self.topics.events,
             Some(funnel_core::event_key(event).as_bytes()),
@@ -306,7 +334,12 @@ impl Processor {
                 rejected_by: "ingest",
             },
         );
-        OutRecord::new(&self.topics.dlq, m.key(), m.payload().unwrap_or_default().to_vec()).with_headers(h)
+        OutRecord::new(
+            &self.topics.dlq,
+            m.key(),
+            m.payload().unwrap_or_default().to_vec(),
+        )
+        .with_headers(h)
     }
 
     fn count(&self, out: &BatchOutput) {
@@ -317,12 +350,18 @@ impl Processor {
                 let reason = headers::get(Some(&r.headers), headers::DLQ_ERROR_CODE)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
-                self.metrics.dlq.get_or_create(&ReasonLabel { reason }).inc();
+                self.metrics
+                    .dlq
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
             } else if r.topic == self.topics.events {
                 let t = headers::get(Some(&r.headers), "funnel-event-type")
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
-                self.metrics.events_out.get_or_create(&TypeLabel { r#type: t }).inc();
+                self.metrics
+                    .events_out
+                    .get_or_create(&TypeLabel { r#type: t })
+                    .inc();
             }
         }
     }
@@ -344,7 +383,8 @@ fn trace_context(m: &OwnedMessage, event: &pb::Event) -> Vec<(String, String)> {
         // read: pass it on as it came.
         return carried;
     }
-    let span = tracing::info_span!("ingest.event", event_id = %event.event_id, user_id = %event.user_id);
+    let span =
+        tracing::info_span!("ingest.event", event_id = %event.event_id, user_id = %event.user_id);
     let _ = span.set_parent(parent);
     let cx = span.context();
     if cx.span().span_context().is_valid() {

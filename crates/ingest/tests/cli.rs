@@ -24,12 +24,18 @@ fn an_unknown_key_stops_the_process_naming_the_key() {
 
 #[test]
 fn a_bad_value_stops_the_process_naming_the_key() {
-    let out = ingest().env("FUNNEL_INGEST__BATCH_MAX", "many").output().unwrap();
+    let out = ingest()
+        .env("FUNNEL_INGEST__BATCH_MAX", "many")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ingest.batch_max"), "{err}");
 
-    let out = ingest().env("FUNNEL_GRPC__LISTEN", "not-an-address").output().unwrap();
+    let out = ingest()
+        .env("FUNNEL_GRPC__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("grpc.listen"), "{err}");
@@ -59,10 +65,17 @@ fn print_config_shows_the_effective_config_with_secrets_masked() {
         .env("FUNNEL_INGEST_SERVICE_HOST", "10.0.0.1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("hunter2"), "{text}");
-    assert!(text.contains("url = \"redis://app:***@redis:6379/0\""), "{text}");
+    assert!(
+        text.contains("url = \"redis://app:***@redis:6379/0\""),
+        "{text}"
+    );
     assert!(text.contains("brokers = \"kafka:9092\""), "{text}");
     assert!(text.contains("\"sasl.username\" = \"app\""), "{text}");
     assert!(text.contains("batch_max = 2000"), "{text}");

@@ -37,10 +37,22 @@ fn processor(store: &Store) -> Processor {
 
 fn batch() -> Vec<OwnedMessage> {
     vec![
-        message(0, serde_json::json!({"event_id": "a", "type": "search", "ts": T, "user_id": "u", "query": "shoes"})),
-        message(1, serde_json::json!({"event_id": "b", "type": "click", "ts": T + 1000, "user_id": "u", "item_id": "i1"})),
-        message(2, serde_json::json!({"event_id": "a", "type": "search", "ts": T + 2000, "user_id": "u", "query": "shoes"})),
-        message(3, serde_json::json!({"event_id": "c", "type": "click", "ts": T + 40 * 60_000, "user_id": "u", "item_id": "i2"})),
+        message(
+            0,
+            serde_json::json!({"event_id": "a", "type": "search", "ts": T, "user_id": "u", "query": "shoes"}),
+        ),
+        message(
+            1,
+            serde_json::json!({"event_id": "b", "type": "click", "ts": T + 1000, "user_id": "u", "item_id": "i1"}),
+        ),
+        message(
+            2,
+            serde_json::json!({"event_id": "a", "type": "search", "ts": T + 2000, "user_id": "u", "query": "shoes"}),
+        ),
+        message(
+            3,
+            serde_json::json!({"event_id": "c", "type": "click", "ts": T + 40 * 60_000, "user_id": "u", "item_id": "i2"}),
+        ),
     ]
 }
 
@@ -57,21 +69,39 @@ async fn a_replayed_batch_is_republished_identically_and_counted_once() {
     let store = Store::Memory(MemoryStore::new(10_000));
     let now = T + 3_600_000;
     let first = processor(&store).process(&batch(), now).await.unwrap();
-    assert_eq!((first.fresh, first.duplicates, first.replays, first.rejected), (3, 1, 0, 0));
+    assert_eq!(
+        (first.fresh, first.duplicates, first.replays, first.rejected),
+        (3, 1, 0, 0)
+    );
     let events = canonical(&first);
-    assert_eq!(events.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
     assert_eq!(events[0].session_id, events[1].session_id);
-    assert_ne!(events[1].session_id, events[2].session_id, "40 minutes of inactivity opens a session");
+    assert_ne!(
+        events[1].session_id, events[2].session_id,
+        "40 minutes of inactivity opens a session"
+    );
 
     // A new process (empty item cache) after a crash sees the same messages.
-    let again = processor(&store).process(&batch(), now + 5_000).await.unwrap();
+    let again = processor(&store)
+        .process(&batch(), now + 5_000)
+        .await
+        .unwrap();
     assert_eq!((again.fresh, again.duplicates, again.replays), (0, 1, 3));
     let replayed = canonical(&again);
     for (a, b) in events.iter().zip(&replayed) {
         assert_eq!((&a.event_id, &a.session_id), (&b.event_id, &b.session_id));
     }
 
-    let user = FeatureReader::new(store.clone(), Keys::new("p")).user("u").await.unwrap();
+    let user = FeatureReader::new(store.clone(), Keys::new("p"))
+        .user("u")
+        .await
+        .unwrap();
     assert_eq!(user.counts["search"], 1);
     assert_eq!(user.counts["click"], 2);
     assert_eq!(user.session.unwrap().session_id, events[2].session_id);
@@ -83,7 +113,10 @@ async fn the_same_event_id_at_another_offset_is_a_duplicate_not_a_replay() {
     let mut p = processor(&store);
     let now = T + 60_000;
     p.process(&batch()[..2], now).await.unwrap();
-    let resent = message(9, serde_json::json!({"event_id": "b", "type": "click", "ts": T + 5000, "user_id": "u", "item_id": "i9"}));
+    let resent = message(
+        9,
+        serde_json::json!({"event_id": "b", "type": "click", "ts": T + 5000, "user_id": "u", "item_id": "i9"}),
+    );
     let out = p.process(&[resent], now).await.unwrap();
     assert_eq!((out.fresh, out.duplicates, out.replays), (0, 1, 0));
     assert!(out.records.is_empty(), "a duplicate publishes nothing");

@@ -4,7 +4,11 @@ use serde_json::json;
 use super::*;
 
 fn parse_json(v: serde_json::Value) -> Result<pb::Event, Rejection> {
-    parse_event(v.to_string().as_bytes(), ContentType::Json, &Limits::default())
+    parse_event(
+        v.to_string().as_bytes(),
+        ContentType::Json,
+        &Limits::default(),
+    )
 }
 
 fn rejected(v: serde_json::Value) -> Rejection {
@@ -34,7 +38,10 @@ fn a_click_is_parsed_with_its_fields_and_unknown_fields_become_attributes() {
         }))
     );
     assert_eq!(e.attributes.get("page").map(String::as_str), Some("home"));
-    assert_eq!(e.attributes.get("ab").map(String::as_str), Some(r#"{"x":1}"#));
+    assert_eq!(
+        e.attributes.get("ab").map(String::as_str),
+        Some(r#"{"x":1}"#)
+    );
     assert_eq!(e.attributes.len(), 2);
 }
 
@@ -99,7 +106,8 @@ fn every_type_parses_from_a_minimal_valid_event() {
 #[test]
 fn each_kind_of_bad_input_has_its_code_and_a_precise_reason() {
     let base = |extra: serde_json::Value| {
-        let mut v = json!({"event_id": "e1", "type": "click", "ts": TS, "user_id": "u1", "item_id": "i1"});
+        let mut v =
+            json!({"event_id": "e1", "type": "click", "ts": TS, "user_id": "u1", "item_id": "i1"});
         for (k, val) in extra.as_object().unwrap() {
             if val.is_null() {
                 v.as_object_mut().unwrap().remove(k);
@@ -110,31 +118,111 @@ fn each_kind_of_bad_input_has_its_code_and_a_precise_reason() {
         v
     };
     let cases: Vec<(serde_json::Value, RejectCode, &str)> = vec![
-        (base(json!({"event_id": null})), RejectCode::MissingField, "`event_id`"),
-        (base(json!({"event_id": "x".repeat(129)})), RejectCode::FieldTooLong, "`event_id` is 129 bytes"),
-        (base(json!({"event_id": 7})), RejectCode::InvalidField, "`event_id` must be a string"),
-        (base(json!({"type": "purchase"})), RejectCode::UnknownType, "\"purchase\""),
-        (base(json!({"ts": "yesterday"})), RejectCode::BadTimestamp, "RFC 3339"),
-        (base(json!({"ts": 1_764_000_000})), RejectCode::BadTimestamp, "between the years"),
+        (
+            base(json!({"event_id": null})),
+            RejectCode::MissingField,
+            "`event_id`",
+        ),
+        (
+            base(json!({"event_id": "x".repeat(129)})),
+            RejectCode::FieldTooLong,
+            "`event_id` is 129 bytes",
+        ),
+        (
+            base(json!({"event_id": 7})),
+            RejectCode::InvalidField,
+            "`event_id` must be a string",
+        ),
+        (
+            base(json!({"type": "purchase"})),
+            RejectCode::UnknownType,
+            "\"purchase\"",
+        ),
+        (
+            base(json!({"ts": "yesterday"})),
+            RejectCode::BadTimestamp,
+            "RFC 3339",
+        ),
+        (
+            base(json!({"ts": 1_764_000_000})),
+            RejectCode::BadTimestamp,
+            "between the years",
+        ),
         (base(json!({"ts": null})), RejectCode::MissingField, "`ts`"),
-        (base(json!({"user_id": null})), RejectCode::MissingField, "`user_id`"),
-        (base(json!({"item_id": null})), RejectCode::MissingField, "`item_id`"),
-        (base(json!({"position": -1})), RejectCode::OutOfRange, "`position` is -1"),
-        (json!({"event_id": "e", "type": "review", "ts": TS, "user_id": "u", "item_id": "i", "rating": 7}), RejectCode::OutOfRange, "`rating` is 7, must be between 1 and 5"),
-        (json!({"event_id": "e", "type": "item", "ts": TS, "item_id": "i", "title": "t", "category": "c", "price": -3.5}), RejectCode::OutOfRange, "`price` is negative"),
-        (json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "EUR", "lines": [{"item_id": "i", "price": -1}]}), RejectCode::OutOfRange, "`lines[0].price` is negative"),
-        (json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "EUR", "lines": []}), RejectCode::MissingField, "`lines` is empty"),
-        (json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "euro", "lines": [{"item_id": "i", "price": 1}]}), RejectCode::FieldTooLong, "`currency`"),
-        (json!({"event_id": "e", "type": "search", "ts": TS, "user_id": "u", "query": "q".repeat(513)}), RejectCode::FieldTooLong, "`query` is 513 bytes"),
-        (json!({"event_id": "e", "type": "search", "ts": TS, "user_id": "u", "query": "   "}), RejectCode::MissingField, "`query` is blank"),
-        (json!({"event_id": "e", "type": "impression", "ts": TS, "user_id": "u", "item_ids": ["a", 3]}), RejectCode::InvalidField, "`item_ids[1]`"),
-        (json!({"event_id": "e", "type": "add_to_cart", "ts": TS, "user_id": "u", "item_id": "i", "quantity": 0}), RejectCode::OutOfRange, "`quantity` is 0"),
-        (json!([1, 2]), RejectCode::MalformedJson, "expected a JSON object, got an array"),
+        (
+            base(json!({"user_id": null})),
+            RejectCode::MissingField,
+            "`user_id`",
+        ),
+        (
+            base(json!({"item_id": null})),
+            RejectCode::MissingField,
+            "`item_id`",
+        ),
+        (
+            base(json!({"position": -1})),
+            RejectCode::OutOfRange,
+            "`position` is -1",
+        ),
+        (
+            json!({"event_id": "e", "type": "review", "ts": TS, "user_id": "u", "item_id": "i", "rating": 7}),
+            RejectCode::OutOfRange,
+            "`rating` is 7, must be between 1 and 5",
+        ),
+        (
+            json!({"event_id": "e", "type": "item", "ts": TS, "item_id": "i", "title": "t", "category": "c", "price": -3.5}),
+            RejectCode::OutOfRange,
+            "`price` is negative",
+        ),
+        (
+            json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "EUR", "lines": [{"item_id": "i", "price": -1}]}),
+            RejectCode::OutOfRange,
+            "`lines[0].price` is negative",
+        ),
+        (
+            json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "EUR", "lines": []}),
+            RejectCode::MissingField,
+            "`lines` is empty",
+        ),
+        (
+            json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "euro", "lines": [{"item_id": "i", "price": 1}]}),
+            RejectCode::FieldTooLong,
+            "`currency`",
+        ),
+        (
+            json!({"event_id": "e", "type": "search", "ts": TS, "user_id": "u", "query": "q".repeat(513)}),
+            RejectCode::FieldTooLong,
+            "`query` is 513 bytes",
+        ),
+        (
+            json!({"event_id": "e", "type": "search", "ts": TS, "user_id": "u", "query": "   "}),
+            RejectCode::MissingField,
+            "`query` is blank",
+        ),
+        (
+            json!({"event_id": "e", "type": "impression", "ts": TS, "user_id": "u", "item_ids": ["a", 3]}),
+            RejectCode::InvalidField,
+            "`item_ids[1]`",
+        ),
+        (
+            json!({"event_id": "e", "type": "add_to_cart", "ts": TS, "user_id": "u", "item_id": "i", "quantity": 0}),
+            RejectCode::OutOfRange,
+            "`quantity` is 0",
+        ),
+        (
+            json!([1, 2]),
+            RejectCode::MalformedJson,
+            "expected a JSON object, got an array",
+        ),
     ];
     for (input, code, needle) in cases {
         let r = rejected(input.clone());
         assert_eq!(r.code, code, "{input}: {r}");
-        assert!(r.reason.contains(needle), "{input}: reason {:?} lacks {needle:?}", r.reason);
+        assert!(
+            r.reason.contains(needle),
+            "{input}: reason {:?} lacks {needle:?}",
+            r.reason
+        );
     }
 }
 
@@ -151,7 +239,9 @@ fn malformed_bytes_are_rejected_not_panicked_on() {
     assert_eq!(r.code, RejectCode::MalformedProtobuf);
     let big = vec![b' '; limits.max_payload_bytes + 1];
     assert_eq!(
-        parse_event(&big, ContentType::Json, &limits).unwrap_err().code,
+        parse_event(&big, ContentType::Json, &limits)
+            .unwrap_err()
+            .code,
         RejectCode::PayloadTooLarge
     );
     // A cheap deterministic fuzz: every prefix and every byte flip of a valid event.
@@ -184,7 +274,12 @@ fn protobuf_raw_events_go_through_the_same_rules() {
         }],
         ..Default::default()
     };
-    let e = parse_event(&raw.encode_to_vec(), ContentType::Protobuf, &Limits::default()).unwrap();
+    let e = parse_event(
+        &raw.encode_to_vec(),
+        ContentType::Protobuf,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(e.ts_ms, TS);
     let Some(Payload::Order(order)) = e.payload else {
         panic!("not an order")
@@ -201,7 +296,12 @@ fn protobuf_raw_events_go_through_the_same_rules() {
         rating: Some(9),
         ..Default::default()
     };
-    let r = parse_event(&bad.encode_to_vec(), ContentType::Protobuf, &Limits::default()).unwrap_err();
+    let r = parse_event(
+        &bad.encode_to_vec(),
+        ContentType::Protobuf,
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert_eq!(r.code, RejectCode::OutOfRange);
 }
 
@@ -217,7 +317,9 @@ fn content_type_header_selects_the_wire_form() {
         Ok(ContentType::Json)
     );
     assert_eq!(
-        ContentType::from_header(Some(b"text/csv")).unwrap_err().code,
+        ContentType::from_header(Some(b"text/csv"))
+            .unwrap_err()
+            .code,
         RejectCode::UnsupportedContentType
     );
 }
