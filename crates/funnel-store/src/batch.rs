@@ -32,14 +32,6 @@ impl MarkerState {
             Some(_) => MarkerState::Duplicate,
         }
     }
-
-    fn code(&self) -> &'static str {
-        match self {
-            MarkerState::Fresh => "0",
-            MarkerState::Replay => "1",
-            MarkerState::Duplicate => "2",
-        }
-    }
 }
 
 /// `origin|session` to `origin`.
@@ -225,26 +217,12 @@ impl WriteBatch {
         out
     }
 
-    /// The script arguments: dedup TTL, marker count, markers, then commands
-    /// as `nargs, args...`.
-    pub(crate) fn script_args(&self) -> Vec<String> {
-        let commands = self.commands();
-        let mut args = Vec::with_capacity(
-            2 + self.markers.len() * 4 + commands.iter().map(|c| c.len() + 1).sum::<usize>(),
-        );
-        args.push(self.dedup_ttl_secs.to_string());
-        args.push(self.markers.len().to_string());
-        for m in &self.markers {
-            args.push(m.key.clone());
-            args.push(m.origin.clone());
-            args.push(m.value.clone());
-            args.push(m.expect.code().to_string());
-        }
-        for cmd in commands {
-            args.push(cmd.len().to_string());
-            args.extend(cmd);
-        }
-        args
+    /// Marker keys with the values to set for fresh events.
+    pub(crate) fn fresh_markers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.markers
+            .iter()
+            .filter(|m| m.expect == MarkerState::Fresh)
+            .map(|m| (m.key.as_str(), m.value.as_str()))
     }
 }
 

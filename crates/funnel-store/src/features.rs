@@ -157,43 +157,41 @@ impl FeatureReader {
             Read::ZRevRange(k.item_covisits(item_id), 0, neighbours as isize - 1),
             Read::ZRevRange(k.item_bought_together(item_id), 0, neighbours as isize - 1),
         ];
-        for i in 0..12 {
-            reads.push(Read::HGetAll(
-                k.item_slot_5m(item_id, now_ms - i * SLOT_5M_MS),
-            ));
-        }
         for i in 0..24 {
-            reads.push(Read::HGetAll(k.item_slot_1h(item_id, now_ms - i * HOUR_MS)));
+            reads.push(Read::HGetAll(k.item_window(item_id, now_ms - i * HOUR_MS)));
         }
         let mut replies = self.store.read(&reads).await?.into_iter();
-        let record: HashMap<String, String> = replies
-            .next()
-            .unwrap_or_default()
-            .into_hash()
-            .into_iter()
-            .collect();
+        let record: HashMap<String, String> =
+            replies.next().unwrap_or_default().into_hash().into_iter().collect();
         let co_visited = scored(replies.next().unwrap_or_default());
         let bought_together = scored(replies.next().unwrap_or_default());
-        let mut window = |name: &str, slots: usize| {
-            let mut w = pb::WindowCounts {
-                window: name.to_string(),
-                ..Default::default()
-            };
-            for _ in 0..slots {
-                for (kind, n) in replies.next().unwrap_or_default().into_hash() {
-                    let n: i64 = n.parse().unwrap_or(0);
-                    match kind.as_str() {
-                        "impression" => w.impressions += n,
-                        "click" => w.clicks += n,
-                        "cart" => w.carts += n,
-                        "order" => w.orders += n,
-                        _ => {}
-                    }
+        let mut hour = pb::WindowCounts {
+            window: "1h".into(),
+            ..Default::default()
+        };
+        let mut day = pb::WindowCounts {
+            window: "24h".into(),
+            ..Default::default()
+        };
+        // The 1 h window: the 12 five-minute slots ending with the current one.
+        let now_slot = now_ms.div_euclid(SLOT_5M_MS);
+        let now_hour = now_ms.div_euclid(HOUR_MS);
+        for (age, reply) in replies.enumerate() {
+            let hour_start_slot = (now_hour - age as i64) * (HOUR_MS / SLOT_5M_MS);
+            for (field, n) in reply.into_hash() {
+                let Some((kind, slot)) = field.split_once(':') else {
+                    continue;
+                };
+                let (Ok(n), Ok(slot)) = (n.parse::<i64>(), slot.parse::<i64>()) else {
+                    continue;
+                };
+                add(&mut day, kind, n);
+                if now_slot - (hour_start_slot + slot) < 12 {
+                    add(&mut hour, kind, n);
                 }
             }
-            w
-        };
-        let windows = vec![window("1h", 12), window("24h", 24)];
+        }
+        let windows = vec![hour, day];
         let found = !record.is_empty();
         let item = found.then(|| catalog_record(item_id, &record));
         Ok(pb::ItemFeatures {
@@ -204,6 +202,16 @@ impl FeatureReader {
             co_visited,
             bought_together,
         })
+    }
+}
+
+fn add(w: &mut pb::WindowCounts, kind: &str, n: i64) {
+    match kind {
+        "impression" => w.impressions += n,
+        "click" => w.clicks += n,
+        "cart" => w.carts += n,
+        "order" => w.orders += n,
+        _ => {}
     }
 }
 

@@ -12,8 +12,7 @@
 //! | `P:s:{session}` | hash | counts by type, events, start, last, lastq | session TTL |
 //! | `P:s:{session}:items` | list | items clicked or carted | session TTL |
 //! | `P:i:{item}` | hash | catalog record | catalog TTL |
-//! | `P:i:{item}:m:{5-minute slot}` | hash | impression/click/cart/order counts | 65 min |
-//! | `P:i:{item}:h:{hour}` | hash | impression/click/cart/order counts | 25 h |
+//! | `P:i:{item}:w:{hour}` | hash | `{kind}:{5-minute slot of the hour}` → count, kinds impression/click/cart/order | 25 h |
 //! | `P:i:{item}:covis` | zset | items in the same sessions | item TTL |
 //! | `P:i:{item}:bought` | zset | items ordered together | item TTL |
 //! | `P:c:{category}:pop:{day}` | zset | item popularity in that category | 8 days |
@@ -24,12 +23,15 @@
 pub const SLOT_5M_MS: i64 = 5 * 60 * 1000;
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
-/// TTL of a 5-minute slot: the 1 h window plus one slot of slack.
-pub const SLOT_5M_TTL_SECS: u64 = 65 * 60;
-/// TTL of an hourly slot: the 24 h window plus one slot.
+/// TTL of an hourly window hash: the 24 h window plus one hour.
 pub const HOUR_TTL_SECS: u64 = 25 * 3600;
 /// TTL of a daily popularity bucket.
 pub const DAY_TTL_SECS: u64 = 8 * 86_400;
+
+/// The field of an hourly window hash counting `kind` in the slot of `ts_ms`.
+pub fn window_field(kind: &str, ts_ms: i64) -> String {
+    format!("{kind}:{}", ts_ms.rem_euclid(HOUR_MS) / SLOT_5M_MS)
+}
 
 /// Builds keys under one prefix.
 #[derive(Debug, Clone)]
@@ -84,18 +86,10 @@ impl Keys {
         format!("{}:i:{item}", self.prefix)
     }
 
-    /// The 5-minute slot holding `ts_ms`.
-    pub fn item_slot_5m(&self, item: &str, ts_ms: i64) -> String {
-        format!(
-            "{}:i:{item}:m:{}",
-            self.prefix,
-            ts_ms.div_euclid(SLOT_5M_MS)
-        )
-    }
-
-    /// The hourly slot holding `ts_ms`.
-    pub fn item_slot_1h(&self, item: &str, ts_ms: i64) -> String {
-        format!("{}:i:{item}:h:{}", self.prefix, ts_ms.div_euclid(HOUR_MS))
+    /// The hourly window hash holding `ts_ms`: fields `{kind}:{slot}` count
+    /// events of that kind in each 5-minute slot (0–11) of the hour.
+    pub fn item_window(&self, item: &str, ts_ms: i64) -> String {
+        format!("{}:i:{item}:w:{}", self.prefix, ts_ms.div_euclid(HOUR_MS))
     }
 
     pub fn item_covisits(&self, item: &str) -> String {

@@ -5,14 +5,14 @@
 //! # Layout
 //! - [`keys`]: every key the store writes, namespaced by a configurable prefix.
 //! - [`batch`]: [`WriteBatch`]: per-event dedup markers plus merged commands.
-//! - [`redis_store`]: the Redis backend (one pipelined read, one atomic script).
+//! - [`redis_store`]: the Redis backend (one pipelined read, one MULTI/EXEC).
 //! - [`memory`]: the bounded in-memory backend.
 //! - [`features`]: reads that build `UserFeatures` and `ItemFeatures`.
 //!
 //! Writes are idempotent per event: a batch carries one dedup marker per event
-//! (`<origin>|<session id>`) and is applied atomically only if every marker is
-//! in the state the caller planned for; otherwise nothing is written and the
-//! caller re-plans. Replays therefore never double-count.
+//! (`<origin>|<session id>`) and is applied atomically (MULTI/EXEC) only if no
+//! marker changed since the caller read it (WATCH); otherwise nothing is
+//! written and the caller re-plans. Replays therefore never double-count.
 
 pub mod batch;
 pub mod features;
@@ -146,9 +146,33 @@ impl Reply {
 pub enum ApplyOutcome {
     /// Every marker was as planned; all commands ran atomically.
     Applied,
-    /// Some marker changed since it was read: nothing was written. Holds the
-    /// current value of each marker, in batch order.
-    Conflict(Vec<Option<String>>),
+    /// Some marker changed since it was read: nothing was written.
+    Conflict,
+}
+
+/// Plans and applies batches: read (watching the batch's dedup markers),
+/// then apply atomically unless a watched marker changed meanwhile.
+pub enum Writer {
+    Redis(redis_store::RedisWriter),
+    Memory(MemoryStore),
+}
+
+impl Writer {
+    /// Runs `reads` in one round trip after starting to watch `markers`.
+    pub async fn read_watching(&mut self, markers: &[String], reads: &[Read]) -> Result<Vec<Reply>, StoreError> {
+        match self {
+            Writer::Redis(w) => w.read_watching(markers, reads).await,
+            Writer::Memory(m) => Ok(m.read(reads)),
+        }
+    }
+
+    /// Applies `batch` atomically, unless a marker changed since it was read.
+    pub async fn apply(&mut self, batch: &WriteBatch) -> Result<ApplyOutcome, StoreError> {
+        match self {
+            Writer::Redis(w) => w.apply(batch).await,
+            Writer::Memory(m) => Ok(m.apply(batch)),
+        }
+    }
 }
 
 /// The feature store: Redis in production, memory in the demo.
@@ -167,11 +191,12 @@ impl Store {
         }
     }
 
-    /// Applies a batch atomically if its markers are as planned.
-    pub async fn apply(&self, batch: &WriteBatch) -> Result<ApplyOutcome, StoreError> {
+    /// A writer of batches. On Redis it has a connection of its own, since
+    /// it watches the dedup markers between reading and writing.
+    pub fn writer(&self) -> Writer {
         match self {
-            Store::Redis(r) => r.apply(batch).await,
-            Store::Memory(m) => Ok(m.apply(batch)),
+            Store::Redis(r) => Writer::Redis(r.writer()),
+            Store::Memory(m) => Writer::Memory(m.clone()),
         }
     }
 

@@ -1,6 +1,6 @@
-//! The Redis backend: all reads of a batch in one pipelined round trip, all
-//! writes of a batch in one atomic script that first checks every event's
-//! dedup marker.
+//! The Redis backend: all reads of a batch in one pipelined round trip that
+//! first WATCHes every event's dedup marker, all writes in one MULTI/EXEC that
+//! Redis refuses if any watched marker changed in between.
 
 use std::time::Duration;
 
@@ -8,48 +8,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{ApplyOutcome, Read, RedisConfig, Reply, StoreError, WriteBatch};
 
-/// Checks every marker against the writer's plan; if all agree, sets the
-/// markers of fresh events and runs the merged commands, else writes nothing
-/// and returns the markers' current values. Keys are built by the caller, so
-/// this script is for standalone Redis (not Cluster).
-const APPLY_SCRIPT: &str = r#"
-local ttl = ARGV[1]
-local n = tonumber(ARGV[2])
-local res = {0}
-local conflict = false
-local i = 3
-for m = 1, n do
-  local v = redis.call('GET', ARGV[i])
-  local state = '0'
-  if v then
-    local origin = v
-    local bar = string.find(v, '|', 1, true)
-    if bar then origin = string.sub(v, 1, bar - 1) end
-    if origin == ARGV[i + 1] then state = '1' else state = '2' end
-  end
-  if state ~= ARGV[i + 3] then conflict = true end
-  res[m + 1] = v or false
-  i = i + 4
-end
-if conflict then return res end
-i = 3
-for m = 1, n do
-  if ARGV[i + 3] == '0' then redis.call('SET', ARGV[i], ARGV[i + 2], 'EX', ttl) end
-  i = i + 4
-end
-while i <= #ARGV do
-  local nargs = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + nargs))
-  i = i + 1 + nargs
-end
-return {1}
-"#;
-
 /// A multiplexed, self-reconnecting Redis client.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
-    script: std::sync::Arc<redis::Script>,
+    timeout: Duration,
 }
 
 impl RedisStore {
@@ -65,13 +29,23 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client, cfg)
+        let conn = ConnectionManager::new_with_config(client.clone(), cfg)
             .await
             .map_err(connect_err)?;
         Ok(RedisStore {
+            client,
             conn,
-            script: std::sync::Arc::new(redis::Script::new(APPLY_SCRIPT)),
+            timeout,
         })
+    }
+
+    /// A batch writer with a connection of its own (WATCH is per connection).
+    pub fn writer(&self) -> RedisWriter {
+        RedisWriter {
+            client: self.client.clone(),
+            conn: None,
+            timeout: self.timeout,
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -88,64 +62,138 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for r in reads {
-            match r {
-                Read::Get(k) => pipe.cmd("GET").arg(k),
-                Read::HGetAll(k) => pipe.cmd("HGETALL").arg(k),
-                Read::HMGet(k, fields) => pipe.cmd("HMGET").arg(k).arg(fields),
-                Read::LRange(k, a, b) => pipe.cmd("LRANGE").arg(k).arg(*a).arg(*b),
-                Read::ZRevRange(k, a, b) => pipe
-                    .cmd("ZRANGE")
-                    .arg(k)
-                    .arg(*a)
-                    .arg(*b)
-                    .arg("REV")
-                    .arg("WITHSCORES"),
-            };
-        }
+        add_reads(&mut pipe, reads);
         let mut conn = self.conn.clone();
-        let values: Vec<redis::Value> =
-            pipe.query_async(&mut conn)
-                .await
-                .map_err(|source| StoreError::Redis {
-                    op: "read pipeline",
-                    source,
-                })?;
-        reads
-            .iter()
-            .zip(values)
-            .map(|(r, v)| convert(r, v))
-            .collect()
+        let values: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| StoreError::Redis {
+                op: "read pipeline",
+                source,
+            })?;
+        convert_all(reads, values)
+    }
+}
+
+/// Writes batches on a dedicated connection. Only one task may use it:
+/// between WATCH and EXEC, no other command may run on the connection.
+pub struct RedisWriter {
+    client: redis::Client,
+    conn: Option<redis::aio::MultiplexedConnection>,
+    timeout: Duration,
+}
+
+impl RedisWriter {
+    async fn conn(&mut self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.timeout))
+            .set_connection_timeout(Some(self.timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|source| StoreError::Redis {
+                op: "connect writer",
+                source,
+            })?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
     }
 
-    pub async fn apply(&self, batch: &WriteBatch) -> Result<ApplyOutcome, StoreError> {
-        if batch.is_empty() {
-            return Ok(ApplyOutcome::Applied);
+    /// WATCHes `markers`, then runs `reads`, in one round trip.
+    pub async fn read_watching(&mut self, markers: &[String], reads: &[Read]) -> Result<Vec<Reply>, StoreError> {
+        let mut pipe = redis::pipe();
+        if !markers.is_empty() {
+            pipe.cmd("WATCH").arg(markers).ignore();
         }
-        let mut invocation = self.script.prepare_invoke();
-        for arg in batch.script_args() {
-            invocation.arg(arg);
-        }
-        let mut conn = self.conn.clone();
-        let reply: Vec<redis::Value> =
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|source| StoreError::Redis {
-                    op: "apply script",
+        add_reads(&mut pipe, reads);
+        let mut conn = self.conn().await?;
+        let result: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
+        match result {
+            Ok(values) => convert_all(reads, values),
+            Err(source) => {
+                // A broken connection loses its WATCH: start over on a new one.
+                self.conn = None;
+                Err(StoreError::Redis {
+                    op: "watch and read",
                     source,
-                })?;
-        match reply.first() {
-            Some(redis::Value::Int(1)) => Ok(ApplyOutcome::Applied),
-            Some(redis::Value::Int(0)) => Ok(ApplyOutcome::Conflict(
-                reply[1..].iter().map(value_string).collect(),
-            )),
+                })
+            }
+        }
+    }
+
+    /// Sets the fresh markers and runs the batch's commands in one MULTI/EXEC;
+    /// `Conflict` when a watched marker changed since `read_watching`.
+    pub async fn apply(&mut self, batch: &WriteBatch) -> Result<ApplyOutcome, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI").ignore();
+        let ttl = batch.dedup_ttl_secs;
+        for (key, value) in batch.fresh_markers() {
+            pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(ttl).ignore();
+        }
+        for cmd in batch.commands() {
+            let mut c = redis::cmd(&cmd[0]);
+            c.arg(&cmd[1..]);
+            pipe.add_command(c).ignore();
+        }
+        pipe.cmd("EXEC");
+        let mut conn = self.conn().await?;
+        let result: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
+        let values = match result {
+            Ok(v) => v,
+            Err(source) => {
+                self.conn = None;
+                return Err(StoreError::Redis { op: "apply", source });
+            }
+        };
+        match values.last() {
+            Some(redis::Value::Nil) => Ok(ApplyOutcome::Conflict),
+            Some(redis::Value::Array(results)) => {
+                if let Some(e) = results.iter().find_map(|v| match v {
+                    redis::Value::ServerError(e) => Some(format!("{e:?}")),
+                    _ => None,
+                }) {
+                    return Err(StoreError::Reply { op: "apply", detail: e });
+                }
+                Ok(ApplyOutcome::Applied)
+            }
             other => Err(StoreError::Reply {
-                op: "apply script",
-                detail: format!("{other:?}"),
+                op: "apply",
+                detail: format!("unexpected EXEC reply {other:?}"),
             }),
         }
     }
+}
+
+fn add_reads(pipe: &mut redis::Pipeline, reads: &[Read]) {
+    for r in reads {
+        match r {
+            Read::Get(k) => pipe.cmd("GET").arg(k),
+            Read::HGetAll(k) => pipe.cmd("HGETALL").arg(k),
+            Read::HMGet(k, fields) => pipe.cmd("HMGET").arg(k).arg(fields),
+            Read::LRange(k, a, b) => pipe.cmd("LRANGE").arg(k).arg(*a).arg(*b),
+            Read::ZRevRange(k, a, b) => pipe
+                .cmd("ZRANGE")
+                .arg(k)
+                .arg(*a)
+                .arg(*b)
+                .arg("REV")
+                .arg("WITHSCORES"),
+        };
+    }
+}
+
+fn convert_all(reads: &[Read], values: Vec<redis::Value>) -> Result<Vec<Reply>, StoreError> {
+    if values.len() != reads.len() {
+        return Err(StoreError::Reply {
+            op: "read pipeline",
+            detail: format!("{} replies to {} reads", values.len(), reads.len()),
+        });
+    }
+    reads.iter().zip(values).map(|(r, v)| convert(r, v)).collect()
 }
 
 fn value_string(v: &redis::Value) -> Option<String> {

@@ -41,6 +41,12 @@ pub struct IngestArgs {
     /// Passed to ingest as `ingest.batch_max`.
     #[arg(long, default_value_t = 2000)]
     batch_max: usize,
+    /// Log filter of the ingest child, e.g. `ingest=debug`.
+    #[arg(long, default_value = "warn")]
+    ingest_log_filter: String,
+    /// Where the ingest child's log goes (default: discarded).
+    #[arg(long)]
+    ingest_log: Option<PathBuf>,
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
@@ -166,8 +172,11 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             .env("FUNNEL_GRPC__LISTEN", format!("127.0.0.1:{grpc_port}"))
             .env("FUNNEL_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
             .env("FUNNEL_INGEST__BATCH_MAX", args.batch_max.to_string())
-            .env("FUNNEL_TELEMETRY__LOG_FILTER", "warn")
-            .stdout(Stdio::null())
+            .env("FUNNEL_TELEMETRY__LOG_FILTER", &args.ingest_log_filter)
+            .stdout(match &args.ingest_log {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
+            })
             .spawn()
             .with_context(|| format!("failed to start {}", bin.display()))?,
     );

@@ -9,7 +9,7 @@ use funnel_core::{UserClock, type_name};
 use funnel_store::features::{
     RECENT_CATEGORIES, RECENT_ITEMS_KEPT, catalog_fields, pack_list, unpack_list,
 };
-use funnel_store::keys::{DAY_TTL_SECS, HOUR_TTL_SECS, SLOT_5M_TTL_SECS, state_field};
+use funnel_store::keys::{DAY_TTL_SECS, HOUR_TTL_SECS, state_field, window_field};
 use funnel_store::{Keys, WriteBatch};
 
 use crate::config::IngestSettings;
@@ -202,12 +202,9 @@ impl FeatureWriter<'_> {
     }
 
     fn count_item(&self, wb: &mut WriteBatch, item: &str, kind: &str, by: i64, ts: i64) {
-        let m = self.keys.item_slot_5m(item, ts);
-        wb.hincr(&m, kind, by);
-        wb.expire(&m, SLOT_5M_TTL_SECS);
-        let h = self.keys.item_slot_1h(item, ts);
-        wb.hincr(&h, kind, by);
-        wb.expire(&h, HOUR_TTL_SECS);
+        let w = self.keys.item_window(item, ts);
+        wb.hincr(&w, &window_field(kind, ts), by);
+        wb.expire(&w, HOUR_TTL_SECS);
     }
 
     /// A click or add-to-cart: recent items, session items, co-visitation and

@@ -163,10 +163,12 @@ async fn consume(
         let mut backoff = Duration::from_millis(50);
         loop {
             let result = match processor.process(&batch, funnel_core::now_ms()).await {
-                Ok(out) => producer
-                    .send_all(&out.records)
-                    .await
-                    .map_err(anyhow::Error::from),
+                Ok(out) => {
+                    let sending = Instant::now();
+                    let sent = producer.send_all(&out.records).await;
+                    tracing::debug!(records = out.records.len(), produce_ms = sending.elapsed().as_secs_f64() * 1e3, "batch published");
+                    sent.map_err(anyhow::Error::from)
+                }
                 Err(e) => Err(anyhow::Error::from(e)),
             };
             match result {

@@ -15,7 +15,7 @@ use funnel_bus::{Message, OutRecord, OwnedHeaders, OwnedMessage, Topics};
 use funnel_core::pb::{self, event::Payload};
 use funnel_core::{ContentType, Limits, Rejection, SessionRules, TimeCheck, UserClock};
 use funnel_store::batch::marker_session;
-use funnel_store::{ApplyOutcome, Keys, MarkerState, Read, Store, StoreError, WriteBatch};
+use funnel_store::{ApplyOutcome, Keys, MarkerState, Read, Store, StoreError, WriteBatch, Writer};
 use lru::LruCache;
 use prost::Message as _;
 
@@ -51,7 +51,7 @@ pub struct Processor {
     rules: SessionRules,
     limits: Limits,
     topics: Topics,
-    store: Store,
+    writer: Writer,
     items: LruCache<String, ItemInfo>,
     metrics: Metrics,
 }
@@ -80,7 +80,7 @@ impl Processor {
             rules,
             limits,
             topics,
-            store,
+            writer: store.writer(),
             items: LruCache::new(cache),
             metrics,
         }
@@ -98,20 +98,29 @@ impl Processor {
             .map(|m| self.parse(m, now_ms))
             .collect::<Vec<_>>();
         for attempt in 0.. {
+            let started = std::time::Instant::now();
             let (wb, out) = self.plan(batch, &parsed, now_ms).await?;
-            match self.store.apply(&wb).await? {
+            let planned = started.elapsed();
+            match self.writer.apply(&wb).await? {
                 ApplyOutcome::Applied => {
+                    tracing::debug!(
+                        messages = batch.len(),
+                        commands = wb.command_count(),
+                        plan_ms = planned.as_secs_f64() * 1e3,
+                        apply_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
+                        "batch written"
+                    );
                     self.count(&out);
                     return Ok(out);
                 }
-                ApplyOutcome::Conflict(_) if attempt < MAX_CONFLICT_RETRIES => {
+                ApplyOutcome::Conflict if attempt < MAX_CONFLICT_RETRIES => {
                     self.metrics.store_conflicts.inc();
                     tracing::info!(
                         attempt,
                         "dedup markers changed concurrently; re-planning the batch"
                     );
                 }
-                ApplyOutcome::Conflict(_) => break,
+                ApplyOutcome::Conflict => break,
             }
         }
         Err(StoreError::Reply {
@@ -177,7 +186,14 @@ impl Processor {
                 }
             }
         }
-        let mut replies = self.store.read(&reads).await?;
+        let markers = reads
+            .iter()
+            .filter_map(|r| match r {
+                Read::Get(key) => Some(key.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let mut replies = self.writer.read_watching(&markers, &reads).await?;
 
         let mut states: HashMap<String, UserState> = user_slot
             .into_iter()
