@@ -30,5 +30,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Tansu (memory storage); redis $(redis-server --version | awk '{print $3}')"
-target/release/funnel bench ingest --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events"
-echo "redis used_memory_human: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
+target/release/funnel bench ingest --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events" "${@:2}"
+cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+echo "  whole run CPU seconds: redis-server $(cpu "$redis_pid"), tansu $(cpu "$tansu_pid")"
+echo "  redis used_memory_human: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"

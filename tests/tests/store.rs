@@ -1,6 +1,8 @@
 //! The Redis feature store's batch writer against a real redis-server.
 
-use funnel_store::{ApplyOutcome, Keys, MarkerState, Read, RedisConfig, RedisStore, Reply, Store, WriteBatch};
+use funnel_store::{
+    ApplyOutcome, Keys, MarkerState, Read, RedisConfig, RedisStore, Reply, Store, WriteBatch,
+};
 use funnel_tests::Redis;
 use redis::AsyncCommands;
 
@@ -17,7 +19,12 @@ async fn store(redis: &Redis) -> Store {
 
 fn batch(keys: &Keys) -> WriteBatch {
     let mut b = WriteBatch::new(600);
-    b.marker(keys.dedup("e1"), "raw/0/7", "raw/0/7|s1".into(), MarkerState::Fresh);
+    b.marker(
+        keys.dedup("e1"),
+        "raw/0/7",
+        "raw/0/7|s1".into(),
+        MarkerState::Fresh,
+    );
     b.hincr("t:counts", "click", 1);
     b.lpush_capped("t:recent", "i1", 2);
     b.expire("t:counts", 60);
@@ -37,7 +44,10 @@ async fn a_batch_is_written_once_with_its_marker_and_ttls() {
         .await
         .unwrap();
     assert_eq!(replies, vec![Reply::Nil]);
-    assert_eq!(writer.apply(&batch(&keys)).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(
+        writer.apply(&batch(&keys)).await.unwrap(),
+        ApplyOutcome::Applied
+    );
 
     let mut c = redis.conn().await;
     let value: String = c.get(&marker).await.unwrap();
@@ -65,7 +75,10 @@ async fn a_marker_changed_between_read_and_write_refuses_the_whole_batch() {
     let mut c = redis.conn().await;
     let _: () = c.set(&marker, "raw/3/1|s9").await.unwrap();
 
-    assert_eq!(writer.apply(&batch(&keys)).await.unwrap(), ApplyOutcome::Conflict);
+    assert_eq!(
+        writer.apply(&batch(&keys)).await.unwrap(),
+        ApplyOutcome::Conflict
+    );
     let exists: bool = c.exists("t:counts").await.unwrap();
     assert!(!exists, "nothing of the refused batch was written");
     let value: String = c.get(&marker).await.unwrap();
@@ -77,8 +90,16 @@ async fn a_marker_changed_between_read_and_write_refuses_the_whole_batch() {
         .await
         .unwrap();
     let mut replanned = WriteBatch::new(600);
-    replanned.marker(marker.clone(), "raw/0/7", "raw/0/7|s1".into(), MarkerState::Duplicate);
-    assert_eq!(writer.apply(&replanned).await.unwrap(), ApplyOutcome::Applied);
+    replanned.marker(
+        marker.clone(),
+        "raw/0/7",
+        "raw/0/7|s1".into(),
+        MarkerState::Duplicate,
+    );
+    assert_eq!(
+        writer.apply(&replanned).await.unwrap(),
+        ApplyOutcome::Applied
+    );
 }
 
 #[tokio::test]
@@ -86,9 +107,15 @@ async fn reads_answer_every_shape() {
     let redis = Redis::start();
     let store = store(&redis).await;
     let mut c = redis.conn().await;
-    let _: () = c.hset_multiple("h", &[("a", "1"), ("b", "2")]).await.unwrap();
+    let _: () = c
+        .hset_multiple("h", &[("a", "1"), ("b", "2")])
+        .await
+        .unwrap();
     let _: () = c.rpush("l", &["x", "y", "z"]).await.unwrap();
-    let _: () = c.zadd_multiple("z", &[(1.0, "m1"), (3.0, "m3"), (2.0, "m2")]).await.unwrap();
+    let _: () = c
+        .zadd_multiple("z", &[(1.0, "m1"), (3.0, "m3"), (2.0, "m2")])
+        .await
+        .unwrap();
     let _: () = c.set("s", "v").await.unwrap();
     let replies = store
         .read(&[
@@ -108,5 +135,8 @@ async fn reads_answer_every_shape() {
     assert_eq!(h, vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
     assert_eq!(replies[3], Reply::Fields(vec![Some("2".into()), None]));
     assert_eq!(replies[4], Reply::List(vec!["x".into(), "y".into()]));
-    assert_eq!(replies[5], Reply::Scored(vec![("m3".into(), 3.0), ("m2".into(), 2.0)]));
+    assert_eq!(
+        replies[5],
+        Reply::Scored(vec![("m3".into(), 3.0), ("m2".into(), 2.0)])
+    );
 }

@@ -125,6 +125,9 @@ impl BatchConsumer {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
+                // librdkafka prefetches up to 64 MiB by default; a service's
+                // memory budget is 150 MB, so keep the prefetch queue small.
+                ("queued.max.messages.kbytes", "32768"),
                 ("statistics.interval.ms", "5000"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "1000"),
@@ -175,7 +178,10 @@ impl BatchConsumer {
     /// Marks every message of `batch` as done: the next commit resumes after
     /// the highest offset per partition. Partitions revoked meanwhile are
     /// skipped — their new owner replays them, which dedup makes harmless.
-    pub fn store_offsets(&self, batch: &[OwnedMessage]) -> Result<(), BusError> {
+    pub fn store_offsets<'a>(
+        &self,
+        batch: impl IntoIterator<Item = &'a OwnedMessage>,
+    ) -> Result<(), BusError> {
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
         for m in batch {
             let e = next.entry((m.topic(), m.partition())).or_insert(0);

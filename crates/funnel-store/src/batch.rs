@@ -6,7 +6,11 @@
 //! increments are summed per key and field; hash sets keep the last value;
 //! trims and expiries run once per key at the end.
 
-use std::collections::BTreeMap;
+use indexmap::IndexMap;
+
+/// Insertion-ordered maps with a fast hasher: batches are built on the hot
+/// path, and keys share long prefixes that make ordered maps compare slowly.
+type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
 
 /// One Redis command as its arguments, e.g. `["HINCRBY", key, field, "1"]`.
 pub type Cmd = Vec<String>;
@@ -52,26 +56,38 @@ pub(crate) struct Marker {
     pub expect: MarkerState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Trim {
+    #[default]
+    None,
     /// Keep list elements `0..keep`.
     List(usize),
     /// Keep the `keep` highest-scored members.
     ZSet(usize),
 }
 
-/// Writes planned for one batch.
+/// Writes planned for one batch. Maps are keyed by Redis key, then field or
+/// member, so that merging into an existing entry allocates nothing.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     pub(crate) markers: Vec<Marker>,
     pub(crate) dedup_ttl_secs: u64,
     ordered: Vec<Cmd>,
-    incr: BTreeMap<(String, String), i64>,
-    float_incr: BTreeMap<(String, String), f64>,
-    zincr: BTreeMap<(String, String), f64>,
-    hset: BTreeMap<String, BTreeMap<String, String>>,
-    trims: BTreeMap<String, Trim>,
-    expire: BTreeMap<String, u64>,
+    incr: Map<Map<i64>>,
+    float_incr: Map<Map<f64>>,
+    zincr: Map<Map<f64>>,
+    hset: Map<Map<String>>,
+    trims: Map<Trim>,
+    expire: Map<u64>,
+    fixed_ttl: Vec<String>,
+}
+
+/// The entry of `key`, created only when missing.
+fn entry<'a, V: Default>(map: &'a mut Map<V>, key: &str) -> &'a mut V {
+    match map.get_index_of(key) {
+        Some(i) => &mut map[i],
+        None => map.entry(key.to_string()).or_default(),
+    }
 }
 
 impl WriteBatch {
@@ -97,25 +113,25 @@ impl WriteBatch {
     }
 
     pub fn hincr(&mut self, key: &str, field: &str, by: i64) {
-        *self.incr.entry((key.into(), field.into())).or_insert(0) += by;
+        *entry(entry(&mut self.incr, key), field) += by;
     }
 
     pub fn hincr_float(&mut self, key: &str, field: &str, by: f64) {
-        *self
-            .float_incr
-            .entry((key.into(), field.into()))
-            .or_insert(0.0) += by;
+        *entry(entry(&mut self.float_incr, key), field) += by;
     }
 
     pub fn zincr(&mut self, key: &str, member: &str, by: f64) {
-        *self.zincr.entry((key.into(), member.into())).or_insert(0.0) += by;
+        *entry(entry(&mut self.zincr, key), member) += by;
     }
 
     pub fn hset(&mut self, key: &str, field: &str, value: impl Into<String>) {
-        self.hset
-            .entry(key.into())
-            .or_default()
-            .insert(field.into(), value.into());
+        let fields = entry(&mut self.hset, key);
+        match fields.get_mut(field) {
+            Some(v) => *v = value.into(),
+            None => {
+                fields.insert(field.to_string(), value.into());
+            }
+        }
     }
 
     /// A cart-like change whose order relative to deletions matters.
@@ -137,17 +153,31 @@ impl WriteBatch {
     pub fn lpush_capped(&mut self, key: &str, value: &str, keep: usize) {
         self.ordered
             .push(vec!["LPUSH".into(), key.into(), value.into()]);
-        self.trims.insert(key.into(), Trim::List(keep));
+        *entry(&mut self.trims, key) = Trim::List(keep);
     }
 
     /// Keeps a sorted set to its `keep` highest-scored members.
     pub fn zcap(&mut self, key: &str, keep: usize) {
-        self.trims.insert(key.into(), Trim::ZSet(keep));
+        *entry(&mut self.trims, key) = Trim::ZSet(keep);
+    }
+
+    /// Gives a key whose lifetime is fixed at creation (a time bucket) its
+    /// TTL. The writer may skip keys it already expired in an applied batch.
+    pub fn expire_fixed(&mut self, key: &str, secs: u64) {
+        if !self.expire.contains_key(key) {
+            self.fixed_ttl.push(key.to_string());
+        }
+        self.expire(key, secs);
+    }
+
+    /// Keys given a fixed TTL by this batch.
+    pub fn fixed_ttl_keys(&self) -> &[String] {
+        &self.fixed_ttl
     }
 
     /// Gives `key` a TTL of at least `secs` (the longest asked for wins).
     pub fn expire(&mut self, key: &str, secs: u64) {
-        let e = self.expire.entry(key.into()).or_insert(0);
+        let e = entry(&mut self.expire, key);
         *e = (*e).max(secs);
     }
 
@@ -156,64 +186,72 @@ impl WriteBatch {
     }
 
     pub fn command_count(&self) -> usize {
+        let fields = |m: &Map<Map<i64>>| m.values().map(IndexMap::len).sum::<usize>();
         self.ordered.len()
-            + self.incr.len()
-            + self.float_incr.len()
-            + self.zincr.len()
+            + fields(&self.incr)
+            + self.float_incr.values().map(IndexMap::len).sum::<usize>()
+            + self.zincr.values().map(IndexMap::len).sum::<usize>()
             + self.hset.len()
             + self.trims.len()
             + self.expire.len()
     }
 
-    /// Every command in execution order (markers excluded).
-    pub fn commands(&self) -> Vec<Cmd> {
-        let mut out = Vec::with_capacity(self.command_count());
-        out.extend(self.ordered.iter().cloned());
-        for ((k, f), by) in &self.incr {
-            if *by != 0 {
-                out.push(vec!["HINCRBY".into(), k.clone(), f.clone(), by.to_string()]);
+    /// Every command in execution order (markers excluded), as `(name, args)`.
+    pub fn for_each_command(&self, mut f: impl FnMut(&str, &[&str])) {
+        for cmd in &self.ordered {
+            let args = cmd[1..].iter().map(String::as_str).collect::<Vec<_>>();
+            f(&cmd[0], &args);
+        }
+        for (k, fields) in &self.incr {
+            for (field, by) in fields {
+                if *by != 0 {
+                    f("HINCRBY", &[k, field, &by.to_string()]);
+                }
             }
         }
-        for ((k, f), by) in &self.float_incr {
-            out.push(vec![
-                "HINCRBYFLOAT".into(),
-                k.clone(),
-                f.clone(),
-                fmt_float(*by),
-            ]);
+        for (k, fields) in &self.float_incr {
+            for (field, by) in fields {
+                f("HINCRBYFLOAT", &[k, field, &fmt_float(*by)]);
+            }
         }
-        for ((k, m), by) in &self.zincr {
-            out.push(vec!["ZINCRBY".into(), k.clone(), fmt_float(*by), m.clone()]);
+        for (k, members) in &self.zincr {
+            for (member, by) in members {
+                f("ZINCRBY", &[k, &fmt_float(*by), member]);
+            }
         }
         for (k, fields) in &self.hset {
-            let mut cmd = Vec::with_capacity(2 + fields.len() * 2);
-            cmd.push("HSET".into());
-            cmd.push(k.clone());
-            for (f, v) in fields {
-                cmd.push(f.clone());
-                cmd.push(v.clone());
+            let mut args = Vec::with_capacity(1 + fields.len() * 2);
+            args.push(k.as_str());
+            for (field, v) in fields {
+                args.push(field);
+                args.push(v);
             }
-            out.push(cmd);
+            f("HSET", &args);
         }
         for (k, trim) in &self.trims {
-            match trim {
-                Trim::List(keep) => out.push(vec![
-                    "LTRIM".into(),
-                    k.clone(),
-                    "0".into(),
-                    (*keep as i64 - 1).to_string(),
-                ]),
-                Trim::ZSet(keep) => out.push(vec![
-                    "ZREMRANGEBYRANK".into(),
-                    k.clone(),
-                    "0".into(),
-                    (-(*keep as i64) - 1).to_string(),
-                ]),
+            match *trim {
+                Trim::List(keep) => f("LTRIM", &[k, "0", &(keep as i64 - 1).to_string()]),
+                Trim::ZSet(keep) => f(
+                    "ZREMRANGEBYRANK",
+                    &[k, "0", &(-(keep as i64) - 1).to_string()],
+                ),
+                Trim::None => {}
             }
         }
         for (k, secs) in &self.expire {
-            out.push(vec!["EXPIRE".into(), k.clone(), secs.to_string()]);
+            f("EXPIRE", &[k, &secs.to_string()]);
         }
+    }
+
+    /// Every command in execution order (markers excluded).
+    pub fn commands(&self) -> Vec<Cmd> {
+        let mut out = Vec::with_capacity(self.command_count());
+        self.for_each_command(|name, args| {
+            let mut cmd = Vec::with_capacity(args.len() + 1);
+            cmd.push(name.to_string());
+            cmd.extend(args.iter().map(|a| a.to_string()));
+            out.push(cmd);
+        });
         out
     }
 

@@ -161,8 +161,12 @@ impl FeatureReader {
             reads.push(Read::HGetAll(k.item_window(item_id, now_ms - i * HOUR_MS)));
         }
         let mut replies = self.store.read(&reads).await?.into_iter();
-        let record: HashMap<String, String> =
-            replies.next().unwrap_or_default().into_hash().into_iter().collect();
+        let record: HashMap<String, String> = replies
+            .next()
+            .unwrap_or_default()
+            .into_hash()
+            .into_iter()
+            .collect();
         let co_visited = scored(replies.next().unwrap_or_default());
         let bought_together = scored(replies.next().unwrap_or_default());
         let mut hour = pb::WindowCounts {

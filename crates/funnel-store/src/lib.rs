@@ -159,7 +159,11 @@ pub enum Writer {
 
 impl Writer {
     /// Runs `reads` in one round trip after starting to watch `markers`.
-    pub async fn read_watching(&mut self, markers: &[String], reads: &[Read]) -> Result<Vec<Reply>, StoreError> {
+    pub async fn read_watching(
+        &mut self,
+        markers: &[String],
+        reads: &[Read],
+    ) -> Result<Vec<Reply>, StoreError> {
         match self {
             Writer::Redis(w) => w.read_watching(markers, reads).await,
             Writer::Memory(m) => Ok(m.read(reads)),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::batch::{MarkerState, marker_origin};
-use crate::{ApplyOutcome, Cmd, Read, Reply, WriteBatch};
+use crate::{ApplyOutcome, Read, Reply, WriteBatch};
 
 #[derive(Debug, Clone)]
 enum Value {
@@ -120,9 +120,7 @@ impl MemoryStore {
                 inner.expire(&m.key, batch.dedup_ttl_secs);
             }
         }
-        for cmd in batch.commands() {
-            inner.run(&cmd);
-        }
+        batch.for_each_command(|name, args| inner.run(name, args));
         inner.enforce_cap();
         ApplyOutcome::Applied
     }
@@ -204,9 +202,9 @@ impl Inner {
         self.evicted += excess as u64;
     }
 
-    fn run(&mut self, cmd: &Cmd) {
-        let arg = |i: usize| cmd.get(i).map(String::as_str).unwrap_or("");
-        match arg(0) {
+    fn run(&mut self, name: &str, args: &[&str]) {
+        let arg = |i: usize| args.get(i - 1).copied().unwrap_or("");
+        match name {
             "HINCRBY" => {
                 let by: i64 = arg(3).parse().unwrap_or(0);
                 if let Value::Hash(h) = self.slot(arg(1), || Value::Hash(HashMap::new())) {
@@ -223,8 +221,8 @@ impl Inner {
             }
             "HSET" => {
                 if let Value::Hash(h) = self.slot(arg(1), || Value::Hash(HashMap::new())) {
-                    for pair in cmd[2..].chunks_exact(2) {
-                        h.insert(pair[0].clone(), pair[1].clone());
+                    for pair in args[1..].chunks_exact(2) {
+                        h.insert(pair[0].to_string(), pair[1].to_string());
                     }
                 }
             }
@@ -251,8 +249,8 @@ impl Inner {
             }
             "LPUSH" => {
                 if let Value::List(l) = self.slot(arg(1), || Value::List(VecDeque::new())) {
-                    for v in &cmd[2..] {
-                        l.push_front(v.clone());
+                    for v in &args[1..] {
+                        l.push_front(v.to_string());
                     }
                 }
             }

@@ -64,13 +64,13 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         add_reads(&mut pipe, reads);
         let mut conn = self.conn.clone();
-        let values: Vec<redis::Value> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|source| StoreError::Redis {
-                op: "read pipeline",
-                source,
-            })?;
+        let values: Vec<redis::Value> =
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|source| StoreError::Redis {
+                    op: "read pipeline",
+                    source,
+                })?;
         convert_all(reads, values)
     }
 }
@@ -104,7 +104,11 @@ impl RedisWriter {
     }
 
     /// WATCHes `markers`, then runs `reads`, in one round trip.
-    pub async fn read_watching(&mut self, markers: &[String], reads: &[Read]) -> Result<Vec<Reply>, StoreError> {
+    pub async fn read_watching(
+        &mut self,
+        markers: &[String],
+        reads: &[Read],
+    ) -> Result<Vec<Reply>, StoreError> {
         let mut pipe = redis::pipe();
         if !markers.is_empty() {
             pipe.cmd("WATCH").arg(markers).ignore();
@@ -132,13 +136,16 @@ impl RedisWriter {
         pipe.cmd("MULTI").ignore();
         let ttl = batch.dedup_ttl_secs;
         for (key, value) in batch.fresh_markers() {
-            pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(ttl).ignore();
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
         }
-        for cmd in batch.commands() {
-            let mut c = redis::cmd(&cmd[0]);
-            c.arg(&cmd[1..]);
-            pipe.add_command(c).ignore();
-        }
+        batch.for_each_command(|name, args| {
+            pipe.cmd(name).arg(args).ignore();
+        });
         pipe.cmd("EXEC");
         let mut conn = self.conn().await?;
         let result: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
@@ -146,7 +153,10 @@ impl RedisWriter {
             Ok(v) => v,
             Err(source) => {
                 self.conn = None;
-                return Err(StoreError::Redis { op: "apply", source });
+                return Err(StoreError::Redis {
+                    op: "apply",
+                    source,
+                });
             }
         };
         match values.last() {
@@ -156,7 +166,10 @@ impl RedisWriter {
                     redis::Value::ServerError(e) => Some(format!("{e:?}")),
                     _ => None,
                 }) {
-                    return Err(StoreError::Reply { op: "apply", detail: e });
+                    return Err(StoreError::Reply {
+                        op: "apply",
+                        detail: e,
+                    });
                 }
                 Ok(ApplyOutcome::Applied)
             }
@@ -193,7 +206,11 @@ fn convert_all(reads: &[Read], values: Vec<redis::Value>) -> Result<Vec<Reply>, 
             detail: format!("{} replies to {} reads", values.len(), reads.len()),
         });
     }
-    reads.iter().zip(values).map(|(r, v)| convert(r, v)).collect()
+    reads
+        .iter()
+        .zip(values)
+        .map(|(r, v)| convert(r, v))
+        .collect()
 }
 
 fn value_string(v: &redis::Value) -> Option<String> {

@@ -39,6 +39,9 @@ impl Default for Config {
 pub struct IngestSettings {
     /// Most messages in one batch.
     pub batch_max: usize,
+    /// Parts a batch is split into (by message key, so a user's events stay
+    /// in order) and processed concurrently.
+    pub workers: usize,
     /// How long a batch waits for more messages after its first, in ms.
     pub batch_linger_ms: u64,
     /// How long an `event_id` is remembered for deduplication, in seconds.
@@ -75,6 +78,7 @@ impl Default for IngestSettings {
     fn default() -> Self {
         IngestSettings {
             batch_max: 2000,
+            workers: 2,
             batch_linger_ms: 20,
             dedup_window_secs: 86_400,
             max_lateness_secs: 86_400,
@@ -110,6 +114,7 @@ impl Validate for Config {
         let s = &self.ingest;
         for (key, v) in [
             ("ingest.batch_max", s.batch_max as u64),
+            ("ingest.workers", s.workers as u64),
             ("ingest.dedup_window_secs", s.dedup_window_secs),
             ("ingest.session_gap_secs", s.session_gap_secs),
             ("ingest.user_ttl_secs", s.user_ttl_secs),
@@ -124,6 +129,9 @@ impl Validate for Config {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));
             }
+        }
+        if s.workers > 64 {
+            return Err("ingest.workers must be at most 64".into());
         }
         if s.batch_max > 100_000 {
             return Err("ingest.batch_max must be at most 100000".into());

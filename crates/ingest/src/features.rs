@@ -83,6 +83,9 @@ pub struct ItemInfo {
 pub struct FeatureWriter<'a> {
     pub keys: &'a Keys,
     pub settings: &'a IngestSettings,
+    /// Time-bucket keys whose TTL an applied batch already set: their
+    /// lifetime is fixed at creation, so it need not be set again.
+    pub fixed_ttl_set: &'a lru::LruCache<String, ()>,
 }
 
 impl FeatureWriter<'_> {
@@ -204,7 +207,7 @@ impl FeatureWriter<'_> {
     fn count_item(&self, wb: &mut WriteBatch, item: &str, kind: &str, by: i64, ts: i64) {
         let w = self.keys.item_window(item, ts);
         wb.hincr(&w, &window_field(kind, ts), by);
-        wb.expire(&w, HOUR_TTL_SECS);
+        self.expire_fixed(wb, &w, HOUR_TTL_SECS);
     }
 
     /// A click or add-to-cart: recent items, session items, co-visitation and
@@ -250,6 +253,12 @@ impl FeatureWriter<'_> {
         }
     }
 
+    fn expire_fixed(&self, wb: &mut WriteBatch, key: &str, secs: u64) {
+        if !self.fixed_ttl_set.contains(key) {
+            wb.expire_fixed(key, secs);
+        }
+    }
+
     /// Adds `weight` to the item in its category and every ancestor category.
     fn popularity(&self, wb: &mut WriteBatch, item: &str, category: &str, weight: f64, ts: i64) {
         if category.is_empty() {
@@ -263,7 +272,7 @@ impl FeatureWriter<'_> {
             let key = self.keys.category_popularity(&category[..end], ts);
             wb.zincr(&key, item, weight);
             wb.zcap(&key, self.settings.category_top_max);
-            wb.expire(&key, DAY_TTL_SECS);
+            self.expire_fixed(wb, &key, DAY_TTL_SECS);
             if end == category.len() {
                 break;
             }

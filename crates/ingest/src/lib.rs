@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use funnel_bus::{BatchConsumer, Producer};
+use funnel_bus::{BatchConsumer, Message, OwnedMessage, Producer};
 use funnel_proto::pb::ingest::v1::features_server::FeaturesServer;
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::{FeatureReader, Keys, Store};
@@ -97,13 +97,17 @@ pub async fn run(
     )
     .context("failed to start the consumer")?;
     let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
-    let mut processor = pipeline::Processor::new(
-        keys,
-        config.ingest.clone(),
-        config.topics.clone(),
-        store,
-        metrics.clone(),
-    );
+    let mut processors = (0..config.ingest.workers)
+        .map(|_| {
+            pipeline::Processor::new(
+                keys.clone(),
+                config.ingest.clone(),
+                config.topics.clone(),
+                store.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect::<Vec<_>>();
     health.set_ready(true, &[FEATURES_SERVICE]).await;
     tracing::info!(topic = %config.topics.raw, group = %config.kafka.group_id, "ingest consuming");
 
@@ -111,7 +115,7 @@ pub async fn run(
         &config,
         &consumer,
         &producer,
-        &mut processor,
+        &mut processors,
         &metrics,
         &shutdown,
     )
@@ -132,13 +136,14 @@ pub async fn run(
     Ok(())
 }
 
-/// The consume loop: batch, process (retrying until it succeeds or shutdown
-/// begins), publish, then store offsets.
+/// The consume loop: batch, split the batch by message key, process the
+/// parts concurrently (retrying until they succeed or shutdown begins),
+/// publish, then store offsets.
 async fn consume(
     config: &Config,
     consumer: &BatchConsumer,
     producer: &Producer,
-    processor: &mut pipeline::Processor,
+    processors: &mut Vec<pipeline::Processor>,
     metrics: &metrics::Metrics,
     shutdown: &Shutdown,
 ) {
@@ -160,16 +165,25 @@ async fn consume(
         let started = Instant::now();
         metrics.events_in.inc_by(batch.len() as u64);
         metrics.batch_size.observe(batch.len() as f64);
+        let mut parts = split_by_key(batch, processors.len());
         let mut backoff = Duration::from_millis(50);
         loop {
-            let result = match processor.process(&batch, funnel_core::now_ms()).await {
-                Ok(out) => {
+            let result = match process_parts(processors, parts).await {
+                (back, Ok(records)) => {
+                    parts = back;
                     let sending = Instant::now();
-                    let sent = producer.send_all(&out.records).await;
-                    tracing::debug!(records = out.records.len(), produce_ms = sending.elapsed().as_secs_f64() * 1e3, "batch published");
+                    let sent = producer.send_all(&records).await;
+                    tracing::debug!(
+                        records = records.len(),
+                        produce_ms = sending.elapsed().as_secs_f64() * 1e3,
+                        "batch published"
+                    );
                     sent.map_err(anyhow::Error::from)
                 }
-                Err(e) => Err(anyhow::Error::from(e)),
+                (back, Err(e)) => {
+                    parts = back;
+                    Err(e)
+                }
             };
             match result {
                 Ok(()) => break,
@@ -186,11 +200,65 @@ async fn consume(
                 }
             }
         }
-        if let Err(e) = consumer.store_offsets(&batch) {
+        if let Err(e) = consumer.store_offsets(parts.iter().flatten()) {
             tracing::warn!(error = %e, "failed to store offsets");
         }
         metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Splits a batch into `n` parts by message key, keeping each key's order.
+fn split_by_key(batch: Vec<OwnedMessage>, n: usize) -> Vec<Vec<OwnedMessage>> {
+    let mut parts = vec![Vec::with_capacity(batch.len() / n + 1); n];
+    for m in batch {
+        let part = m
+            .key()
+            .map_or(0, |k| xxhash_rust::xxh3::xxh3_64(k) as usize % n);
+        parts[part].push(m);
+    }
+    parts
+}
+
+/// Processes each part on its own task with its own processor; returns the
+/// parts (for offsets and retries) and every record to publish, in part order.
+async fn process_parts(
+    processors: &mut Vec<pipeline::Processor>,
+    parts: Vec<Vec<OwnedMessage>>,
+) -> (
+    Vec<Vec<OwnedMessage>>,
+    anyhow::Result<Vec<funnel_bus::OutRecord>>,
+) {
+    let now = funnel_core::now_ms();
+    let tasks = std::mem::take(processors)
+        .into_iter()
+        .zip(parts)
+        .map(|(mut processor, part)| {
+            tokio::spawn(async move {
+                let result = if part.is_empty() {
+                    Ok(pipeline::BatchOutput::default())
+                } else {
+                    processor.process(&part, now).await
+                };
+                (processor, part, result)
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut parts = Vec::with_capacity(tasks.len());
+    let mut records = Vec::new();
+    let mut failure = None;
+    for task in tasks {
+        let (processor, part, result) = task.await.expect("batch task panicked");
+        processors.push(processor);
+        parts.push(part);
+        match result {
+            Ok(out) => records.extend(out.records),
+            Err(e) => failure = Some(anyhow::Error::from(e)),
+        }
+    }
+    match failure {
+        Some(e) => (parts, Err(e)),
+        None => (parts, Ok(records)),
     }
 }

@@ -23,6 +23,9 @@ use crate::config::IngestSettings;
 use crate::features::{FeatureWriter, ItemInfo, UserState};
 use crate::metrics::{Metrics, ReasonLabel, TypeLabel};
 
+/// Time-bucket keys remembered as already having their TTL.
+const FIXED_TTL_KEYS: usize = 100_000;
+
 /// How often a batch is re-planned after marker conflicts before it fails.
 const MAX_CONFLICT_RETRIES: usize = 5;
 
@@ -30,6 +33,10 @@ const MAX_CONFLICT_RETRIES: usize = 5;
 #[derive(Debug, Default)]
 pub struct BatchOutput {
     pub records: Vec<OutRecord>,
+    /// Canonical events published, by type name.
+    pub published: HashMap<&'static str, u64>,
+    /// Messages dead-lettered, by reject code.
+    pub dead_lettered: HashMap<&'static str, u64>,
     pub fresh: usize,
     pub replays: usize,
     pub duplicates: usize,
@@ -53,6 +60,7 @@ pub struct Processor {
     topics: Topics,
     writer: Writer,
     items: LruCache<String, ItemInfo>,
+    fixed_ttl_set: LruCache<String, ()>,
     metrics: Metrics,
 }
 
@@ -82,6 +90,7 @@ impl Processor {
             topics,
             writer: store.writer(),
             items: LruCache::new(cache),
+            fixed_ttl_set: LruCache::new(NonZeroUsize::new(FIXED_TTL_KEYS).expect("non-zero")),
             metrics,
         }
     }
@@ -93,16 +102,21 @@ impl Processor {
         batch: &[OwnedMessage],
         now_ms: i64,
     ) -> Result<BatchOutput, StoreError> {
-        let parsed = batch
-            .iter()
-            .map(|m| self.parse(m, now_ms))
-            .collect::<Vec<_>>();
+        let parsed = cpu_bound(|| {
+            batch
+                .iter()
+                .map(|m| self.parse(m, now_ms))
+                .collect::<Vec<_>>()
+        });
         for attempt in 0.. {
             let started = std::time::Instant::now();
             let (wb, out) = self.plan(batch, &parsed, now_ms).await?;
             let planned = started.elapsed();
             match self.writer.apply(&wb).await? {
                 ApplyOutcome::Applied => {
+                    for key in wb.fixed_ttl_keys() {
+                        self.fixed_ttl_set.put(key.clone(), ());
+                    }
                     tracing::debug!(
                         messages = batch.len(),
                         commands = wb.command_count(),
@@ -193,8 +207,32 @@ impl Processor {
                 _ => None,
             })
             .collect::<Vec<_>>();
-        let mut replies = self.writer.read_watching(&markers, &reads).await?;
+        let replies = self.writer.read_watching(&markers, &reads).await?;
+        Ok(cpu_bound(|| {
+            self.compute(
+                batch,
+                parsed,
+                marker_slot,
+                user_slot,
+                item_slot,
+                replies,
+                now_ms,
+            )
+        }))
+    }
 
+    /// The CPU part of planning, once the store's answers are in.
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &mut self,
+        batch: &[OwnedMessage],
+        parsed: &[Parsed],
+        marker_slot: Vec<usize>,
+        user_slot: HashMap<&str, usize>,
+        item_slot: HashMap<String, usize>,
+        mut replies: Vec<funnel_store::Reply>,
+        now_ms: i64,
+    ) -> (WriteBatch, BatchOutput) {
         let mut states: HashMap<String, UserState> = user_slot
             .into_iter()
             .map(|(user, slot)| {
@@ -220,11 +258,13 @@ impl Processor {
         let writer = FeatureWriter {
             keys: &self.keys,
             settings: &self.settings,
+            fixed_ttl_set: &self.fixed_ttl_set,
         };
         for ((m, p), slot) in batch.iter().zip(parsed).zip(marker_slot) {
             let (event, origin) = match p {
                 Parsed::Rejected(r) => {
                     out.records.push(self.dead_letter(m, r));
+                    *out.dead_lettered.entry(r.code.as_str()).or_default() += 1;
                     out.rejected += 1;
                     continue;
                 }
@@ -258,6 +298,7 @@ impl Processor {
                     };
                     if let Err(r) = self.rules.check_time(event.ts_ms, now_ms, clock) {
                         out.records.push(self.dead_letter(m, &r));
+                        *out.dead_lettered.entry(r.code.as_str()).or_default() += 1;
                         out.rejected += 1;
                         continue;
                     }
@@ -306,7 +347,7 @@ impl Processor {
             }
             self.publish(&mut out, m, &event);
         }
-        Ok((wb, out))
+        (wb, out)
     }
 
     fn publish(&self, out: &mut BatchOutput, m: &OwnedMessage, event: &pb::Event) {
@@ -320,6 +361,7 @@ impl Processor {
         )
         .header(CONTENT_TYPE, "application/x-protobuf")
         .header("funnel-event-type", type_name);
+        *out.published.entry(type_name).or_default() += 1;
         for (k, v) in &trace {
             record = record.header(k, v);
         }
@@ -361,25 +403,31 @@ impl Processor {
     fn count(&self, out: &BatchOutput) {
         self.metrics.dedup_hits.inc_by(out.duplicates as u64);
         self.metrics.replays.inc_by(out.replays as u64);
-        for r in &out.records {
-            if r.topic == self.topics.dlq {
-                let reason = headers::get(Some(&r.headers), headers::DLQ_ERROR_CODE)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
-                self.metrics
-                    .dlq
-                    .get_or_create(&ReasonLabel { reason })
-                    .inc();
-            } else if r.topic == self.topics.events {
-                let t = headers::get(Some(&r.headers), "funnel-event-type")
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
-                self.metrics
-                    .events_out
-                    .get_or_create(&TypeLabel { r#type: t })
-                    .inc();
-            }
+        for (reason, n) in &out.dead_lettered {
+            self.metrics
+                .dlq
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .inc_by(*n);
         }
+        for (t, n) in &out.published {
+            self.metrics
+                .events_out
+                .get_or_create(&TypeLabel {
+                    r#type: t.to_string(),
+                })
+                .inc_by(*n);
+        }
+    }
+}
+
+/// Runs CPU-heavy work without stalling the runtime: on a multi-threaded
+/// runtime the worker hands its other tasks to another thread meanwhile.
+fn cpu_bound<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
