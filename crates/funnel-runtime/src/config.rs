@@ -255,7 +255,7 @@ fn mask_url_password(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Debug, Default, Serialize, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct Sample {
         grpc: GrpcConfig,
@@ -283,16 +283,6 @@ mod tests {
                 batch_max: 100,
                 enabled: true,
                 name: "w".into(),
-            }
-        }
-    }
-
-    impl Default for Sample {
-        fn default() -> Self {
-            Sample {
-                grpc: GrpcConfig::default(),
-                work: Work::default(),
-                kafka: Kafka::default(),
             }
         }
     }

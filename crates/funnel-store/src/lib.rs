@@ -153,7 +153,7 @@ pub enum ApplyOutcome {
 /// Plans and applies batches: read (watching the batch's dedup markers),
 /// then apply atomically unless a watched marker changed meanwhile.
 pub enum Writer {
-    Redis(redis_store::RedisWriter),
+    Redis(Box<redis_store::RedisWriter>),
     Memory(MemoryStore),
 }
 
@@ -199,7 +199,7 @@ impl Store {
     /// it watches the dedup markers between reading and writing.
     pub fn writer(&self) -> Writer {
         match self {
-            Store::Redis(r) => Writer::Redis(r.writer()),
+            Store::Redis(r) => Writer::Redis(Box::new(r.writer())),
             Store::Memory(m) => Writer::Memory(m.clone()),
         }
     }
