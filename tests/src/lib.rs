@@ -146,6 +146,11 @@ pub struct Env {
 impl Env {
     /// Starts both servers and creates the ingest topics.
     pub async fn start(raw_partitions: i32) -> Env {
+        // `RUST_LOG=ingest=debug cargo test …` shows what the services did.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let broker = Broker::start();
         let redis = Redis::start();
         let prefix = format!("t{}", free_port());

@@ -103,6 +103,21 @@ async fn a_marker_changed_between_read_and_write_refuses_the_whole_batch() {
 }
 
 #[tokio::test]
+async fn a_batch_with_nothing_to_read_or_write_needs_no_round_trip() {
+    let redis = Redis::start();
+    let store = store(&redis).await;
+    let mut writer = store.writer();
+    assert_eq!(
+        writer.read_watching(&[], &[]).await.unwrap(),
+        Vec::<Reply>::new()
+    );
+    assert_eq!(
+        writer.apply(&WriteBatch::new(60)).await.unwrap(),
+        ApplyOutcome::Applied
+    );
+}
+
+#[tokio::test]
 async fn reads_answer_every_shape() {
     let redis = Redis::start();
     let store = store(&redis).await;

@@ -108,6 +108,22 @@ pub fn parse_event(
     Validator { limits, object }.event()
 }
 
+/// Whether a raw message is a catalog (`item`) event, without validating it:
+/// a cheap look at `type` so catalog updates can be applied before the user
+/// events of the same batch that refer to them.
+pub fn is_catalog_event(payload: &[u8], content_type: ContentType) -> bool {
+    #[derive(serde::Deserialize)]
+    struct TypeOnly<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    match content_type {
+        ContentType::Json => serde_json::from_slice::<TypeOnly>(payload)
+            .is_ok_and(|t| t.kind.as_deref() == Some("item")),
+        ContentType::Protobuf => pb::RawEvent::decode(payload).is_ok_and(|r| r.r#type == "item"),
+    }
+}
+
 fn json_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
     match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(map)) => Ok(map),

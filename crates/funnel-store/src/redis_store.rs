@@ -45,6 +45,7 @@ impl RedisStore {
             client: self.client.clone(),
             conn: None,
             timeout: self.timeout,
+            watching: false,
         }
     }
 
@@ -81,6 +82,8 @@ pub struct RedisWriter {
     client: redis::Client,
     conn: Option<redis::aio::MultiplexedConnection>,
     timeout: Duration,
+    /// Whether a WATCH is pending on the connection.
+    watching: bool,
 }
 
 impl RedisWriter {
@@ -109,6 +112,9 @@ impl RedisWriter {
         markers: &[String],
         reads: &[Read],
     ) -> Result<Vec<Reply>, StoreError> {
+        if markers.is_empty() && reads.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         if !markers.is_empty() {
             pipe.cmd("WATCH").arg(markers).ignore();
@@ -116,6 +122,7 @@ impl RedisWriter {
         add_reads(&mut pipe, reads);
         let mut conn = self.conn().await?;
         let result: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
+        self.watching = !markers.is_empty();
         match result {
             Ok(values) => convert_all(reads, values),
             Err(source) => {
@@ -132,6 +139,11 @@ impl RedisWriter {
     /// Sets the fresh markers and runs the batch's commands in one MULTI/EXEC;
     /// `Conflict` when a watched marker changed since `read_watching`.
     pub async fn apply(&mut self, batch: &WriteBatch) -> Result<ApplyOutcome, StoreError> {
+        if batch.is_empty() && !self.watching {
+            return Ok(ApplyOutcome::Applied);
+        }
+        // EXEC (even of nothing) ends the WATCH.
+        self.watching = false;
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI").ignore();
         let ttl = batch.dedup_ttl_secs;

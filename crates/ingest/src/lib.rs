@@ -165,7 +165,7 @@ async fn consume(
         let started = Instant::now();
         metrics.events_in.inc_by(batch.len() as u64);
         metrics.batch_size.observe(batch.len() as f64);
-        let mut parts = split_by_key(batch, processors.len());
+        let mut parts = split(batch, processors.len());
         let mut backoff = Duration::from_millis(50);
         loop {
             let result = match process_parts(processors, parts).await {
@@ -200,7 +200,9 @@ async fn consume(
                 }
             }
         }
-        if let Err(e) = consumer.store_offsets(parts.iter().flatten()) {
+        if let Err(e) =
+            consumer.store_offsets(parts.catalog.iter().chain(parts.users.iter().flatten()))
+        {
             tracing::warn!(error = %e, "failed to store offsets");
         }
         metrics
@@ -209,31 +211,54 @@ async fn consume(
     }
 }
 
-/// Splits a batch into `n` parts by message key, keeping each key's order.
-fn split_by_key(batch: Vec<OwnedMessage>, n: usize) -> Vec<Vec<OwnedMessage>> {
-    let mut parts = vec![Vec::with_capacity(batch.len() / n + 1); n];
+/// A batch split for concurrent processing: catalog events first, on their
+/// own, then user events in `n` parts by message key (a user's events stay in
+/// order within one part).
+struct Split {
+    catalog: Vec<OwnedMessage>,
+    users: Vec<Vec<OwnedMessage>>,
+}
+
+fn split(batch: Vec<OwnedMessage>, n: usize) -> Split {
+    let mut catalog = Vec::new();
+    let mut users = vec![Vec::with_capacity(batch.len() / n + 1); n];
     for m in batch {
+        let content_type = funnel_core::ContentType::from_header(funnel_bus::headers::get(
+            m.headers(),
+            funnel_bus::headers::CONTENT_TYPE,
+        ));
+        let payload = m.payload().unwrap_or_default();
+        if content_type.is_ok_and(|ct| funnel_core::parse::is_catalog_event(payload, ct)) {
+            catalog.push(m);
+            continue;
+        }
         let part = m
             .key()
             .map_or(0, |k| xxhash_rust::xxh3::xxh3_64(k) as usize % n);
-        parts[part].push(m);
+        users[part].push(m);
     }
-    parts
+    Split { catalog, users }
 }
 
-/// Processes each part on its own task with its own processor; returns the
-/// parts (for offsets and retries) and every record to publish, in part order.
+/// Applies the catalog events, then each part of user events on its own task
+/// with its own processor; returns the split (for offsets and retries) and
+/// every record to publish.
 async fn process_parts(
     processors: &mut Vec<pipeline::Processor>,
-    parts: Vec<Vec<OwnedMessage>>,
-) -> (
-    Vec<Vec<OwnedMessage>>,
-    anyhow::Result<Vec<funnel_bus::OutRecord>>,
-) {
+    split: Split,
+) -> (Split, anyhow::Result<Vec<funnel_bus::OutRecord>>) {
     let now = funnel_core::now_ms();
+    let mut records = Vec::new();
+    if !split.catalog.is_empty() {
+        match processors[0].process(&split.catalog, now).await {
+            Ok(out) => records.extend(out.records),
+            Err(e) => return (split, Err(e.into())),
+        }
+    }
+    let Split { catalog, users } = split;
     let tasks = std::mem::take(processors)
         .into_iter()
-        .zip(parts)
+        .zip(users)
         .map(|(mut processor, part)| {
             tokio::spawn(async move {
                 let result = if part.is_empty() {
@@ -245,20 +270,20 @@ async fn process_parts(
             })
         })
         .collect::<Vec<_>>();
-    let mut parts = Vec::with_capacity(tasks.len());
-    let mut records = Vec::new();
+    let mut users = Vec::with_capacity(tasks.len());
     let mut failure = None;
     for task in tasks {
         let (processor, part, result) = task.await.expect("batch task panicked");
         processors.push(processor);
-        parts.push(part);
+        users.push(part);
         match result {
             Ok(out) => records.extend(out.records),
             Err(e) => failure = Some(anyhow::Error::from(e)),
         }
     }
+    let split = Split { catalog, users };
     match failure {
-        Some(e) => (parts, Err(e)),
-        None => (parts, Ok(records)),
+        Some(e) => (split, Err(e)),
+        None => (split, Ok(records)),
     }
 }

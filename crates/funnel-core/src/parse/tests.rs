@@ -323,3 +323,20 @@ fn content_type_header_selects_the_wire_form() {
         RejectCode::UnsupportedContentType
     );
 }
+
+#[test]
+fn catalog_events_are_recognised_without_full_validation() {
+    let item = json!({"type": "item", "event_id": "x"}).to_string();
+    let click = json!({"type": "click", "item_id": "i"}).to_string();
+    assert!(is_catalog_event(item.as_bytes(), ContentType::Json));
+    assert!(!is_catalog_event(click.as_bytes(), ContentType::Json));
+    assert!(!is_catalog_event(b"{not json", ContentType::Json));
+    let raw = pb::RawEvent {
+        r#type: "item".into(),
+        ..Default::default()
+    };
+    assert!(is_catalog_event(
+        &raw.encode_to_vec(),
+        ContentType::Protobuf
+    ));
+}
