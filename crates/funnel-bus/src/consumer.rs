@@ -125,8 +125,11 @@ impl BatchConsumer {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
-                // librdkafka prefetches up to 64 MiB by default; a service's
-                // memory budget is 150 MB, so keep the prefetch queue small.
+                // librdkafka prefetches up to 100k messages or 64 MiB of
+                // payload by default, and each queued message costs a few
+                // hundred bytes beyond its payload. A service's memory budget
+                // is 150 MB, so prefetch a few batches' worth instead.
+                ("queued.min.messages", "10000"),
                 ("queued.max.messages.kbytes", "32768"),
                 ("statistics.interval.ms", "5000"),
                 ("session.timeout.ms", "10000"),

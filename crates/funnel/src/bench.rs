@@ -114,11 +114,17 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     // 2. The broker's raw pass-through: consume and produce, nothing else.
     let me = std::process::id();
     let cpu0 = probe::cpu_seconds(me).unwrap_or(0.0);
-    let consumer = BatchConsumer::subscribe(
-        &KafkaConfig::new(&args.kafka, &format!("{prefix}-passthrough")),
-        &[&topics.raw],
-        ConsumerMetrics::default(),
-    )?;
+    // The broker's best: librdkafka's default prefetch, which ingest bounds
+    // to keep its memory small.
+    let mut pass_config = KafkaConfig::new(&args.kafka, &format!("{prefix}-passthrough"));
+    pass_config
+        .options
+        .insert("queued.min.messages".into(), "100000".into());
+    pass_config
+        .options
+        .insert("queued.max.messages.kbytes".into(), "65536".into());
+    let consumer =
+        BatchConsumer::subscribe(&pass_config, &[&topics.raw], ConsumerMetrics::default())?;
     let mut moved = 0u64;
     let mut first: Option<Instant> = None;
     while moved < sent {
