@@ -394,6 +394,43 @@ async fn a_known_sequence_of_events_yields_exact_features_all_with_ttls() {
         assert!(ttl > 0, "key {key} has no TTL ({ttl})");
     }
 
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            ingest.grpc().await,
+        );
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(
+        tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(
+            list,
+        ),
+    ) = answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut services = list.service.into_iter().map(|s| s.name).collect::<Vec<_>>();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "funnel.ingest.v1.Features",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection"
+        ]
+    );
+
     let mut health = tonic_health::pb::health_client::HealthClient::new(ingest.grpc().await);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

@@ -60,6 +60,21 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Warnings only unless RUST_LOG says otherwise: the summary is the output.
+    let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into());
+    let telemetry = funnel_runtime::telemetry::init(
+        &funnel_runtime::TelemetryConfig {
+            log_filter,
+            ..Default::default()
+        },
+        "funnel-demo",
+    )?;
+    let result = demo(args).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
+}
+
+async fn demo(args: Args) -> anyhow::Result<()> {
     let topics = Topics::default();
     // The mock cluster lives on this stack for the whole demo.
     let mock;
@@ -205,8 +220,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            biased;
             _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
         }
         last = summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
         let done_by_time = args
@@ -217,6 +233,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
             summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
             shutdown.trigger();
+            break;
         }
     }
     if let Ok(Err(e)) = feeder.await {
