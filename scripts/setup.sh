@@ -71,7 +71,7 @@ if [ ! -x "$tools/venv/bin/python" ]; then
   say "creating Python venv"
   python3 -m venv "$tools/venv"
 fi
-if ! "$tools/venv/bin/python" -c "import onnx, confluent_kafka, jsonschema, yaml, kubernetes_validate, dockerfile, compose" 2>/dev/null; then
+if ! "$tools/venv/bin/python" -c "import onnx, confluent_kafka, jsonschema, yaml, kubernetes_validate, dockerfile, compose, sklearn, skl2onnx, lifetimes, pandas, scipy" 2>/dev/null; then
   say "installing Python requirements"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/models/requirements.txt"
 fi

@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "ONNX test models are reproducible"
 .tools/venv/bin/python models/tools/make_test_models.py --check
 
+step "model cards match their files (sha256)"
+.tools/venv/bin/python models/tools/check_cards.py
+
 step "deployment files (offline validation)"
 scripts/validate-deploy.sh --require-all
 

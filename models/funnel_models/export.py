@@ -1,0 +1,113 @@
+"""ONNX export (skl2onnx), merging two binary classifiers into one graph, and model cards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, compose, helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+INPUT = "features"
+OUTPUT = "probabilities"
+GOLDEN_TOLERANCE = 1e-5
+
+
+def to_onnx(model, n_features: int) -> onnx.ModelProto:
+    """A fitted scikit-learn classifier (or pipeline) with `features` float32 [batch, n] in
+    and `probabilities` float32 [batch, 2] out (ZipMap off)."""
+    options = {id(model): {"zipmap": False}}
+    return convert_sklearn(
+        model,
+        initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+        options=options,
+        target_opset=TARGET_OPSET,
+    )
+
+
+def positive_column_graph(models: dict[str, onnx.ModelProto], n_features: int) -> onnx.ModelProto:
+    """One graph that runs each binary classifier on the same `features` and outputs
+    `probabilities` [batch, len(models)]: column k is P(class 1) of the k-th model."""
+    nodes, initializers, columns = [], [], []
+    opsets: dict[str, int] = {}
+    for prefix, model in models.items():
+        prefixed = compose.add_prefix(model, prefix=f"{prefix}_")
+        for node in prefixed.graph.node:
+            node.input[:] = [INPUT if name == f"{prefix}_{INPUT}" else name for name in node.input]
+            nodes.append(node)
+        initializers.extend(prefixed.graph.initializer)
+        for opset in prefixed.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+        column = f"{prefix}_positive"
+        index = f"{prefix}_positive_index"
+        initializers.append(helper.make_tensor(index, TensorProto.INT64, [1], [1]))
+        nodes.append(helper.make_node("Gather", [f"{prefix}_{OUTPUT}", index], [column], axis=1))
+        columns.append(column)
+    nodes.append(helper.make_node("Concat", columns, [OUTPUT], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "funnel",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", len(models)])],
+        initializer=initializers,
+    )
+    merged = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items())],
+        producer_name="funnel models/train.py",
+    )
+    merged.ir_version = max(m.ir_version for m in models.values())
+    onnx.checker.check_model(merged, full_check=True)
+    return merged
+
+
+def run(model: onnx.ModelProto, features: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT], {INPUT: np.asarray(features, dtype=np.float32)})[0]
+
+
+def write_model(
+    directory: Path,
+    model: onnx.ModelProto,
+    *,
+    name: str,
+    version: str,
+    description: str,
+    features: list[str],
+    score_column: int,
+    golden_features: np.ndarray,
+    metadata: dict,
+) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    (directory / "model.onnx").write_bytes(data)
+    golden_features = np.asarray(golden_features, dtype=np.float32)
+    outputs = run(model, golden_features)
+    width = outputs.shape[1]
+    card = {
+        "name": name,
+        "version": version,
+        "file": "model.onnx",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "description": description,
+        "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", len(features)]}],
+        "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", width]}],
+        "features": features,
+        "score": {"output": OUTPUT, "column": score_column},
+        "golden": {
+            "tolerance": GOLDEN_TOLERANCE,
+            "inputs": {INPUT: {"shape": list(golden_features.shape), "data": [float(v) for v in golden_features.ravel()]}},
+            "outputs": {OUTPUT: {"shape": list(outputs.shape), "data": [float(v) for v in outputs.ravel()]}},
+        },
+        "metadata": metadata,
+    }
+    (directory / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return card

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Trains every Funnel model, evaluates it on held-out data and writes, per model,
+`models/<name>/<version>/model.onnx`, its card `model.json` and the golden parity vectors
+`parity.json` that the Rust feature code must reproduce.
+
+    .tools/venv/bin/python models/train.py            # both models (a few minutes on 2 cores)
+    .tools/venv/bin/python models/train.py repurchase # one of them
+
+- intent: session purchase and cart-abandonment probabilities; SIMULATED data from
+  `funnel simulate` (fixed seed), built from this checkout with cargo.
+- repurchase: P(an order in the next 13 weeks); REAL data, the CDNOW records shipped in the
+  `lifetimes` package, compared with BG/NBD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models"))
+
+from funnel_models import intent, repurchase  # noqa: E402
+
+MODELS = {"intent": intent.train, "repurchase": repurchase.train}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)}; all by default")
+    args = parser.parse_args()
+    unknown = set(args.models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models: {', '.join(sorted(unknown))}")
+    random.seed(0)
+    np.random.seed(0)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    started = time.time()
+
+    def log(message: str) -> None:
+        print(f"[{time.time() - started:6.1f}s] {message}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="funnel-train-") as work:
+        for name in args.models or MODELS:
+            MODELS[name](ROOT, Path(work), log)
+            log(f"{name}: written to models/{name}/")
+
+
+if __name__ == "__main__":
+    main()
