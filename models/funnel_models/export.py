@@ -87,6 +87,8 @@ def write_model(
     metadata: dict,
 ) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
+    # skl2onnx names graphs with a random uuid; a fixed name keeps the file reproducible.
+    model.graph.name = name
     data = model.SerializeToString()
     (directory / "model.onnx").write_bytes(data)
     golden_features = np.asarray(golden_features, dtype=np.float32)

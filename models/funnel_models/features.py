@@ -71,7 +71,7 @@ INTENT_NORMALISATION = {
     "viewed_price_mean": "mean catalog price over click/add_to_cart events whose item is in the catalog; 0 if none",
     "viewed_price_min": "as above, minimum; 0 if none",
     "viewed_price_max": "as above, maximum; 0 if none",
-    "viewed_price_std": "population std: sqrt(max(sum_sq/n - mean^2, 0)); 0 if none",
+    "viewed_price_std": "population std, sqrt(m2 / n) with Welford's running mean and m2; 0 if none",
     "item_price": "catalog price of this event's item (click, add/remove) or 0",
     "item_log_popularity": "ln(1 + min(p, 10000)), p = clicks the item received in the whole stream before this event (context input)",
     "viewed_log_popularity_mean": "mean of item_log_popularity over click/add_to_cart events of the session",
@@ -132,8 +132,8 @@ class SessionState:
     cart: dict = field(default_factory=dict)  # item_id -> [quantity, unit price]
     viewed: set = field(default_factory=set)
     price_n: int = 0
-    price_sum: float = 0.0
-    price_sum_sq: float = 0.0
+    price_mean: float = 0.0
+    price_m2: float = 0.0  # Welford: sum of squared deviations from the running mean
     price_min: float = 0.0
     price_max: float = 0.0
     item_price: float = 0.0
@@ -175,8 +175,9 @@ class SessionState:
                     self.price_min = min(self.price_min, price)
                     self.price_max = max(self.price_max, price)
                 self.price_n += 1
-                self.price_sum += price
-                self.price_sum_sq += price * price
+                delta = price - self.price_mean
+                self.price_mean += delta / self.price_n
+                self.price_m2 += delta * (price - self.price_mean)
                 self.categories.add(item["category"])
                 self.top_categories.add(item["category"].split("/")[0])
         if kind == "add_to_cart":
@@ -199,8 +200,8 @@ class SessionState:
             cart_quantity += quantity
             cart_value += quantity * price
         if self.price_n > 0:
-            mean = self.price_sum / self.price_n
-            std = math.sqrt(max(self.price_sum_sq / self.price_n - mean * mean, 0.0))
+            mean = self.price_mean
+            std = math.sqrt(max(self.price_m2 / self.price_n, 0.0))
         else:
             mean = std = 0.0
         hour = (self.last_ms % MS_PER_DAY) / MS_PER_HOUR

@@ -149,8 +149,10 @@ pub struct SessionState {
     cart: BTreeMap<String, CartLine>,
     viewed: BTreeSet<String>,
     price_n: u32,
-    price_sum: f64,
-    price_sum_sq: f64,
+    price_mean: f64,
+    /// Welford's sum of squared deviations from the running mean: no cancellation, so the
+    /// standard deviation of equal prices is exactly 0.
+    price_m2: f64,
     price_min: f64,
     price_max: f64,
     item_price: f64,
@@ -234,8 +236,9 @@ impl SessionState {
             self.price_max = self.price_max.max(price);
         }
         self.price_n += 1;
-        self.price_sum += price;
-        self.price_sum_sq += price * price;
+        let delta = price - self.price_mean;
+        self.price_mean += delta / f64::from(self.price_n);
+        self.price_m2 += delta * (price - self.price_mean);
     }
 
     /// Time of the session's latest event, epoch milliseconds.
@@ -263,10 +266,8 @@ pub fn intent_features(state: &SessionState) -> IntentFeatures {
                 )
             });
     let (price_mean, price_std, price_min, price_max) = if state.price_n > 0 {
-        let n = f64::from(state.price_n);
-        let mean = state.price_sum / n;
-        let std = (state.price_sum_sq / n - mean * mean).max(0.0).sqrt();
-        (mean, std, state.price_min, state.price_max)
+        let std = (state.price_m2 / f64::from(state.price_n)).max(0.0).sqrt();
+        (state.price_mean, std, state.price_min, state.price_max)
     } else {
         (0.0, 0.0, 0.0, 0.0)
     };

@@ -92,6 +92,8 @@ struct Replay {
     context: StreamContext,
     users: HashMap<String, UserHistory>,
     sessions: HashMap<String, SessionState>,
+    /// Store and reload every state as JSON between events, as a feature store would.
+    through_json: bool,
 }
 
 impl Replay {
@@ -109,6 +111,10 @@ impl Replay {
             .sessions
             .entry(event.session_id.clone())
             .or_insert_with(|| user.begin_session(event.ts_ms));
+        if self.through_json {
+            *state = serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap();
+            *user = serde_json::from_str(&serde_json::to_string(user).unwrap()).unwrap();
+        }
         state.apply(&event, &self.context.context_for(&event));
         let features = intent_features(state);
         if event.r#type() == EventType::Order {
@@ -196,6 +202,32 @@ fn repurchase_features_and_probabilities_match_training_history_by_history() {
             parity.tolerance,
             &what,
         );
+    }
+}
+
+#[test]
+fn session_state_stored_as_json_between_events_gives_the_same_features() {
+    let parity: IntentParity = read_json(&model_dir("intent").join("parity.json"));
+    for stream in &parity.streams {
+        let mut in_memory = Replay::default();
+        let mut stored = Replay {
+            through_json: true,
+            ..Replay::default()
+        };
+        for raw in &stream.events {
+            let (stored, in_memory) = (stored.step(raw), in_memory.step(raw));
+            assert_eq!(stored.is_some(), in_memory.is_some());
+            if let (Some(stored), Some(in_memory)) = (stored, in_memory) {
+                // serde_json's default float parsing may be one ulp off.
+                let in_memory = in_memory.map(f64::from);
+                assert_all_close(
+                    &stored,
+                    &in_memory,
+                    1e-6,
+                    &format!("{}: {raw}", stream.name),
+                );
+            }
+        }
     }
 }
 
