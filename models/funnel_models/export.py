@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,11 @@ def write_model(
     }
     (directory / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
+
+
+def write_json(path: Path, document) -> None:
+    """Indented JSON with every list of numbers on one line (one line per feature row)."""
+    text = json.dumps(document, indent=1)
+    numbers = re.compile(r"\[\s*(-?[0-9][-0-9.e+]*(?:,\s*-?[0-9][-0-9.e+]*)*)\s*\]")
+    text = numbers.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+    path.write_text(text + "\n", encoding="utf-8")

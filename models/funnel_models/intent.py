@@ -6,7 +6,6 @@ labels and its latent purchase probability as the oracle.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -132,7 +131,7 @@ def train(root: Path, work: Path, log) -> dict:
         results[target]["onnx_vs_sklearn_max_abs_diff"] = gap
         assert gap < 1e-4, f"ONNX export of {target} differs from scikit-learn by {gap}"
 
-    parity_streams = parity_scenarios(raw_events)
+    parity_streams = parity_scenarios(raw_events, truths)
     golden = np.asarray([row["features"] for row in parity_streams[0]["expected"]][:8], dtype=np.float32)
     metadata = {
         "targets": {"column 0": "P(order in this session)", "column 1": "P(cart abandoned: cart non-empty and no order when the session ends)"},
@@ -218,25 +217,27 @@ def scripted_stream() -> list[dict]:
     ]
 
 
-def simulated_excerpt(raw_events: list[dict], user_events: int = 300) -> list[dict]:
-    """The start of the simulated stream: its first user events, and the catalog events of
-    the items they name (at their place in the stream)."""
-    excerpt, named, taken = [], set(), 0
-    for raw in raw_events:
-        if raw["type"] == "item":
-            continue
-        if taken == user_events:
-            break
-        excerpt.append(raw)
-        taken += 1
-        named.update(filter(None, [raw.get("item_id")]))
-    last = raw_events.index(excerpt[-1])
-    return [r for r in raw_events[: last + 1] if r["type"] != "item" or r["item_id"] in named]
+def simulated_excerpt(raw_events: list[dict], truths: dict[str, dict], per_group: int = 5) -> list[dict]:
+    """Every event of a few simulated users, in stream order, with the catalog events of the
+    items they name: the users (by id) whose sessions include an order, an abandoned cart and
+    a return to the cart, so every feature path and the after-sales event types appear."""
+    groups = [
+        lambda t: t["ordered"],
+        lambda t: t["cart_abandoned"],
+        lambda t: t["kind"] == "return_to_cart",
+    ]
+    users: set[str] = set()
+    for wanted in groups:
+        users.update(sorted({t["user_id"] for t in truths.values() if wanted(t)})[:per_group])
+    excerpt = [r for r in raw_events if r["type"] != "item" and r.get("user_id") in users]
+    named = {r["item_id"] for r in excerpt if "item_id" in r}
+    keep = {id(r) for r in excerpt}
+    return [r for r in raw_events if id(r) in keep or (r["type"] == "item" and r["item_id"] in named)]
 
 
-def parity_scenarios(raw_events: list[dict]) -> list[dict]:
+def parity_scenarios(raw_events: list[dict], truths: dict[str, dict]) -> list[dict]:
     streams = []
-    for name, stream in (("scripted", scripted_stream()), ("simulated_excerpt", simulated_excerpt(raw_events))):
+    for name, stream in (("scripted", scripted_stream()), ("simulated_users", simulated_excerpt(raw_events, truths))):
         replay = StreamReplay()
         expected = []
         for raw in stream:
@@ -252,8 +253,9 @@ def write_parity(path: Path, graph, streams: list[dict]) -> None:
         features = np.asarray([row["features"] for row in stream["expected"]], dtype=np.float32)
         outputs = export.run(graph, features)
         for row, f32, out in zip(stream["expected"], features, outputs):
-            row["features"] = [float(v) for v in f32]
-            row["outputs"] = [float(v) for v in out]
+            # The shortest decimal that reads back as the same float32.
+            row["features"] = [float(str(v)) for v in f32]
+            row["outputs"] = [float(str(v)) for v in out]
     document = {
         "model": f"{NAME}@{VERSION}",
         "tolerance": 1e-5,
@@ -263,4 +265,5 @@ def write_parity(path: Path, graph, streams: list[dict]) -> None:
         "features": INTENT_FEATURES,
         "streams": streams,
     }
-    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    export.write_json(path, document)
+

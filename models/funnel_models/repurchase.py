@@ -7,7 +7,6 @@ the BG/NBD model of the same package on the same split.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -151,20 +150,16 @@ def train(root: Path, work: Path, log) -> dict:
     outputs = export.run(onnx_model, np.asarray([h["features"] for h in histories], dtype=np.float32))
     for history, out in zip(histories, outputs):
         history["outputs"] = [float(v) for v in out]
-    (directory / "parity.json").write_text(
-        json.dumps(
-            {
-                "model": f"{NAME}@{VERSION}",
-                "tolerance": 1e-5,
-                "about": "order histories (ts_ms, value) and a time now_ms -> features (float32) -> the model's "
-                "probabilities [no repurchase, repurchase] as onnxruntime computes them",
-                "features": REPURCHASE_FEATURES,
-                "histories": histories,
-            },
-            indent=1,
-        )
-        + "\n",
-        encoding="utf-8",
+    export.write_json(
+        directory / "parity.json",
+        {
+            "model": f"{NAME}@{VERSION}",
+            "tolerance": 1e-5,
+            "about": "order histories (ts_ms, value) and a time now_ms -> features (float32) -> the model's "
+            "probabilities [no repurchase, repurchase] as onnxruntime computes them",
+            "features": REPURCHASE_FEATURES,
+            "histories": histories,
+        },
     )
     return results
 

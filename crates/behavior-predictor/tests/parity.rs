@@ -76,11 +76,15 @@ fn load_model(name: &str, features: &[&str]) -> Model {
     model
 }
 
+/// Compares float32 values with golden ones written as the shortest decimal of a float32,
+/// so the golden value is read back as the float32 it stands for first.
 fn assert_all_close(actual: &[f32], expected: &[f64], tolerance: f64, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     for (column, (a, e)) in actual.iter().zip(expected).enumerate() {
+        #[allow(clippy::cast_possible_truncation)]
+        let e = *e as f32;
         assert!(
-            (f64::from(*a) - e).abs() <= tolerance,
+            (f64::from(*a) - f64::from(e)).abs() <= tolerance,
             "{what}, column {column}: rust {a}, training {e}"
         );
     }
