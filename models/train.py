@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -41,7 +40,6 @@ def main() -> None:
         parser.error(f"unknown models: {', '.join(sorted(unknown))}")
     random.seed(0)
     np.random.seed(0)
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     started = time.time()
 
     def log(message: str) -> None:

@@ -253,6 +253,9 @@ impl SessionState {
 }
 
 /// The intent model's input for a session after its latest event, in [`INTENT_FEATURES`] order.
+///
+/// The model learnt from the events of a session up to its order; once a session has
+/// ordered, its outcome is known and the scores say nothing more.
 pub fn intent_features(state: &SessionState) -> IntentFeatures {
     let session_seconds = (state.last_ms - state.start_ms) as f64 / MS_PER_SECOND;
     let (cart_quantity, cart_value) =
