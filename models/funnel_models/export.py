@@ -88,8 +88,12 @@ def write_model(
     metadata: dict,
 ) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
-    # skl2onnx names graphs with a random uuid; a fixed name keeps the file reproducible.
+    # skl2onnx names graphs with a random uuid and lists opsets in set order (which varies
+    # with Python's hash seed); a fixed name and sorted opsets keep the file reproducible.
     model.graph.name = name
+    opsets = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
     data = model.SerializeToString()
     (directory / "model.onnx").write_bytes(data)
     golden_features = np.asarray(golden_features, dtype=np.float32)
