@@ -34,3 +34,10 @@ target/release/funnel bench ingest --kafka "127.0.0.1:$kafka_port" --redis "redi
 cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 echo "  whole run CPU seconds: redis-server $(cpu "$redis_pid"), tansu $(cpu "$tansu_pid")"
 echo "  redis used_memory_human: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
+# Which Redis commands the run cost, per event ingested (the ingest path's Redis budget).
+redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[:,=]' -v n="$events" '
+  /^cmdstat_/ { name = substr($1, 9); calls[name] = $3; usec[name] = $5; total += $3; tusec += $5 }
+  END {
+    printf "  redis commands: %.2f per event, %.1f µs of command time per event\n", total / n, tusec / n
+    for (c in calls) if (calls[c] / n >= 0.05) printf "    %-16s %6.2f/event %6.2f µs/call\n", c, calls[c] / n, usec[c] / calls[c]
+  }'

@@ -85,6 +85,8 @@ impl RedisConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Read {
     Get(String),
+    /// Values of several string keys, in order (`Reply::Fields`). At least one key.
+    MGet(Vec<String>),
     HGetAll(String),
     HMGet(String, Vec<String>),
     LRange(String, isize, isize),

@@ -274,6 +274,16 @@ impl Inner {
                 Some(Value::Str(s)) => Reply::Str(s.clone()),
                 _ => Reply::Nil,
             },
+            Read::MGet(keys) => {
+                let mut values = Vec::with_capacity(keys.len());
+                for k in keys {
+                    values.push(match self.live(k) {
+                        Some(Value::Str(s)) => Some(s.clone()),
+                        _ => None,
+                    });
+                }
+                Reply::Fields(values)
+            }
             Read::HGetAll(k) => match self.live(k) {
                 Some(Value::Hash(h)) => {
                     let mut pairs = h

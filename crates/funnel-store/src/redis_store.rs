@@ -23,7 +23,12 @@ impl RedisStore {
             url: redact(&config.url),
             source,
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(connect_err)?;
+        // Batches are large pipelines written in several chunks: with Nagle's
+        // algorithm on, each can stall for a delayed ACK (tens of ms).
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(connect_err)?;
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let client = redis::Client::open(info.set_tcp_settings(tcp)).map_err(connect_err)?;
         let timeout = Duration::from_millis(config.timeout_ms);
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
@@ -197,6 +202,7 @@ fn add_reads(pipe: &mut redis::Pipeline, reads: &[Read]) {
     for r in reads {
         match r {
             Read::Get(k) => pipe.cmd("GET").arg(k),
+            Read::MGet(keys) => pipe.cmd("MGET").arg(keys),
             Read::HGetAll(k) => pipe.cmd("HGETALL").arg(k),
             Read::HMGet(k, fields) => pipe.cmd("HMGET").arg(k).arg(fields),
             Read::LRange(k, a, b) => pipe.cmd("LRANGE").arg(k).arg(*a).arg(*b),
@@ -268,7 +274,7 @@ fn convert(read: &Read, v: redis::Value) -> Result<Reply, StoreError> {
                     .collect(),
             )
         }
-        Read::HMGet(..) => Reply::Fields(flat_strings(v)),
+        Read::HMGet(..) | Read::MGet(..) => Reply::Fields(flat_strings(v)),
         Read::LRange(..) => Reply::List(flat_strings(v).into_iter().flatten().collect()),
         Read::ZRevRange(..) => {
             let scored = match v {

@@ -172,18 +172,29 @@ impl Processor {
         parsed: &[Parsed],
         now_ms: i64,
     ) -> Result<(WriteBatch, BatchOutput), StoreError> {
-        // One round trip: user states, dedup markers, items not cached.
-        let mut reads = Vec::new();
-        let mut user_slot: HashMap<&str, usize> = HashMap::new();
-        let mut item_slot: HashMap<String, usize> = HashMap::new();
+        // One round trip: dedup markers (one MGET, index 0), user states,
+        // items not cached.
+        let mut markers = Vec::with_capacity(parsed.len());
         let mut marker_slot = Vec::with_capacity(parsed.len());
         for p in parsed {
+            match p {
+                Parsed::Event { event, .. } => {
+                    marker_slot.push(markers.len());
+                    markers.push(self.keys.dedup(&event.event_id));
+                }
+                Parsed::Rejected(_) => marker_slot.push(usize::MAX),
+            }
+        }
+        let mut reads = Vec::new();
+        if !markers.is_empty() {
+            reads.push(Read::MGet(markers));
+        }
+        let mut user_slot: HashMap<&str, usize> = HashMap::new();
+        let mut item_slot: HashMap<String, usize> = HashMap::new();
+        for p in parsed {
             let Parsed::Event { event, .. } = p else {
-                marker_slot.push(usize::MAX);
                 continue;
             };
-            marker_slot.push(reads.len());
-            reads.push(Read::Get(self.keys.dedup(&event.event_id)));
             if !event.user_id.is_empty() && !matches!(event.payload, Some(Payload::Item(_))) {
                 user_slot.entry(event.user_id.as_str()).or_insert_with(|| {
                     reads.push(Read::HGetAll(self.keys.user_state(&event.user_id)));
@@ -200,14 +211,11 @@ impl Processor {
                 }
             }
         }
-        let markers = reads
-            .iter()
-            .filter_map(|r| match r {
-                Read::Get(key) => Some(key.clone()),
-                _ => None,
-            })
-            .collect::<Vec<_>>();
-        let replies = self.writer.read_watching(&markers, &reads).await?;
+        let watched = match reads.first() {
+            Some(Read::MGet(keys)) => keys.as_slice(),
+            _ => &[],
+        };
+        let replies = self.writer.read_watching(watched, &reads).await?;
         Ok(cpu_bound(|| {
             self.compute(
                 batch,
@@ -252,6 +260,10 @@ impl Processor {
             }
         }
 
+        let marker_values = match replies.first_mut() {
+            Some(reply @ funnel_store::Reply::Fields(_)) => std::mem::take(reply).into_fields(),
+            _ => Vec::new(),
+        };
         let mut wb = WriteBatch::new(self.settings.dedup_window_secs);
         let mut out = BatchOutput::default();
         let mut seen: HashMap<&str, &str> = HashMap::new();
@@ -270,7 +282,7 @@ impl Processor {
                 }
                 Parsed::Event { event, origin } => (event, origin.as_str()),
             };
-            let current = replies[slot].clone().into_str();
+            let current = marker_values.get(slot).cloned().flatten();
             let state = match seen.get(event.event_id.as_str()) {
                 Some(_) => MarkerState::Duplicate,
                 None => MarkerState::of(current.as_deref(), origin),
