@@ -451,6 +451,17 @@ fn click(user: usize, n: usize, t: i64) -> serde_json::Value {
            "user_id": format!("user-{user}"), "item_id": format!("i{}", n % 7)})
 }
 
+/// Waits for `total` canonical events and checks that they are all distinct.
+async fn assert_distinct_events(events: &funnel_tests::TopicReader, total: usize) {
+    events.wait_for(total, WAIT).await;
+    let ids = events
+        .events()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect::<HashSet<_>>();
+    assert_eq!(ids.len(), total);
+}
+
 async fn assert_each_user_counted_exactly(env: &Env, users: usize, per_user: i64) {
     let mut redis = env.redis.conn().await;
     for u in 0..users {
@@ -490,13 +501,7 @@ async fn two_ingest_instances_share_the_partitions() {
         }
     }
     let total = users * per_user;
-    events.wait_for(total, WAIT).await;
-    let ids = events
-        .events()
-        .into_iter()
-        .map(|e| e.event_id)
-        .collect::<HashSet<_>>();
-    assert_eq!(ids.len(), total);
+    assert_distinct_events(&events, total).await;
     let (na, nb) = (
         a.metric("ingest_events_in_total").await,
         b.metric("ingest_events_in_total").await,
@@ -553,4 +558,48 @@ async fn a_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
     eprintln!("after the crash: {replays} replays republished, {dups} duplicates");
     assert_eq!(dups, 0.0, "a replay is not a duplicate");
     second.stop().await;
+}
+
+/// Lanes finish parts while the next batch is still being fetched: no message
+/// may be skipped, and offsets may pass no unfinished batch. Small batches, a
+/// long linger and many lanes make the two overlap all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_finishing_during_a_fetch_skip_no_message() {
+    let env = Env::start(4).await;
+    let mut config = env.ingest_config();
+    config.ingest.batch_max = 50;
+    config.ingest.batch_linger_ms = 100;
+    config.ingest.workers = 4;
+    let ingest = env.start_ingest(config.clone()).await;
+    let events = env.reader(&env.topics.events);
+    let p = env.producer();
+    let (users, per_user) = (10, 40);
+    let t = now() - 60_000;
+    for n in 0..per_user {
+        for u in 0..users {
+            p.send_json(&click(u, n, t)).await;
+            // A trickle: every fetch lingers, holding messages, while the
+            // parts of earlier batches complete.
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    let total = users * per_user;
+    assert_distinct_events(&events, total).await;
+    assert_eq!(ingest.metric("ingest_events_in_total").await, total as f64);
+    assert_each_user_counted_exactly(&env, users, per_user as i64).await;
+    ingest.stop().await;
+
+    // Every offset was committed: a new member of the group finds nothing
+    // left to do.
+    let again = env.start_ingest(config).await;
+    eventually(WAIT, || async {
+        let assigned = again.metric("kafka_assigned_partitions").await;
+        (assigned == 4.0)
+            .then_some(())
+            .ok_or(format!("assigned {assigned}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(again.metric("ingest_events_in_total").await, 0.0);
+    again.stop().await;
 }

@@ -131,6 +131,10 @@ impl BatchConsumer {
                 // is 150 MB, so prefetch a few batches' worth instead.
                 ("queued.min.messages", "10000"),
                 ("queued.max.messages.kbytes", "32768"),
+                // Once a partition's queue is full, librdkafka waits this long
+                // before fetching again (1 s by default): with a small queue
+                // that wait, not the broker, would set the pace.
+                ("fetch.queue.backoff.ms", "10"),
                 ("statistics.interval.ms", "5000"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "1000"),
@@ -154,8 +158,10 @@ impl BatchConsumer {
     }
 
     /// Waits for the first message, then takes what arrives within `linger`,
-    /// up to `max` messages. Cancel-safe: dropping the future loses nothing,
-    /// since offsets are stored only by [`BatchConsumer::store_offsets`].
+    /// up to `max` messages. Not cancel-safe: messages the future took before
+    /// it is dropped are not delivered again by this consumer. Their offsets
+    /// are not stored, so drop it only when stopping (the partitions' next
+    /// owner then replays them), never to poll something else meanwhile.
     pub async fn next_batch(
         &self,
         max: usize,
@@ -185,14 +191,17 @@ impl BatchConsumer {
         &self,
         batch: impl IntoIterator<Item = &'a OwnedMessage>,
     ) -> Result<(), BusError> {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in batch {
-            let e = next.entry((m.topic(), m.partition())).or_insert(0);
-            *e = (*e).max(m.offset() + 1);
+        self.store(&Offsets::of(batch))
+    }
+
+    /// Stores offsets taken from a batch earlier (see [`Offsets::of`]).
+    pub fn store(&self, offsets: &Offsets) -> Result<(), BusError> {
+        if offsets.next.is_empty() {
+            return Ok(());
         }
-        let mut tpl = TopicPartitionList::with_capacity(next.len());
-        for ((topic, partition), offset) in next {
-            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.next.len());
+        for ((topic, partition), offset) in &offsets.next {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
                 tracing::warn!(topic, partition, error = %e, "invalid offset, not stored");
             }
         }
@@ -242,5 +251,34 @@ impl BatchConsumer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The next offset to consume per partition after a batch: what storing the
+/// batch as done records. Small, so a batch's messages can move on while its
+/// offsets wait for every part of it to finish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offsets {
+    next: HashMap<(String, i32), i64>,
+}
+
+impl Offsets {
+    pub fn of<'a>(batch: impl IntoIterator<Item = &'a OwnedMessage>) -> Offsets {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in batch {
+            let e = next.entry((m.topic(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        Offsets {
+            next: next
+                .into_iter()
+                .map(|((topic, partition), offset)| ((topic.to_string(), partition), offset))
+                .collect(),
+        }
+    }
+
+    /// The next offset of `partition` of `topic`, if the batch had messages there.
+    pub fn next(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.next.get(&(topic.to_string(), partition)).copied()
     }
 }

@@ -17,7 +17,7 @@ pub mod headers;
 pub mod producer;
 
 pub use config::{KafkaConfig, Topics};
-pub use consumer::{BatchConsumer, ConsumerMetrics};
+pub use consumer::{BatchConsumer, ConsumerMetrics, Offsets};
 pub use producer::{OutRecord, Producer};
 pub use rdkafka::Message;
 pub use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};

@@ -39,8 +39,8 @@ impl Default for Config {
 pub struct IngestSettings {
     /// Most messages in one batch.
     pub batch_max: usize,
-    /// Parts a batch is split into (by message key, so a user's events stay
-    /// in order) and processed concurrently.
+    /// Lanes: parts a batch is split into (by message key, so a user's events
+    /// stay in order), each written and published by its own task.
     pub workers: usize,
     /// How long a batch waits for more messages after its first, in ms.
     pub batch_linger_ms: u64,
