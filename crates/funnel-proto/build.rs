@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         proto_root.join("funnel/events/v1/events.proto"),
         proto_root.join("funnel/ingest/v1/features.proto"),
+        proto_root.join("funnel/behavior/v1/behavior.proto"),
     ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

@@ -1,22 +1,234 @@
 //! behavior-predictor: what a shopper will do next, from the canonical event stream.
 //!
-//! For now the library holds the features the models are trained on, computed exactly as
-//! `models/funnel_models/features.py` computes them offline; the service comes next.
+//! Consumes `funnel.events.v1`, keeps each session's state and each user's history in
+//! Redis, scores purchase intent and cart abandonment with the intent model after the
+//! session's events and publishes `funnel.behavior.v1.IntentPrediction`s to
+//! `funnel.predictions.behavior.v1`; serves `funnel.behavior.v1.BehaviorPredictor` over
+//! gRPC (intent and repurchase scores with the features used and an explanation). The
+//! features are computed exactly as `models/funnel_models/features.py` computes them
+//! offline; `tests/parity.rs` holds the two together.
 //!
 //! # Layout
+//! - [`config`]: [`Config`], every key with its default.
 //! - [`features`]: [`SessionState`] (one session, updated per event), [`UserHistory`],
 //!   [`intent_features`] and [`repurchase_features`], with the feature names in model order.
 //! - [`context`]: [`StreamContext`], what the stream knows beyond a session (catalog prices
 //!   and categories, item popularity), and the [`EventContext`] it gives each event.
 //! - [`models`]: checks that a loaded model's card lists exactly these features.
+//! - [`scoring`]: the models in service, batch inference and occlusion explanations.
+//! - [`state`]: the Redis keys of sessions, users, items and event markers.
+//! - [`pipeline`]: one batch of events to predictions and one atomic state write.
+//! - [`grpc`]: the `BehaviorPredictor` service.
+//! - [`metrics`]: metric names.
+//! - [`run`]: wires it together until shutdown.
 
+pub mod config;
 pub mod context;
 pub mod features;
+pub mod grpc;
+pub mod metrics;
 pub mod models;
+pub mod pipeline;
+pub mod scoring;
+pub mod state;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use funnel_bus::{BatchConsumer, Offsets, Producer};
+use funnel_proto::pb::behavior::v1::behavior_predictor_server::BehaviorPredictorServer;
+use funnel_runtime::{Health, Shutdown, admin};
+use funnel_store::Store;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
 pub use context::{CatalogItem, EventContext, StreamContext};
 pub use features::{
     INTENT_FEATURES, IntentFeatures, OrderRecord, REPURCHASE_FEATURES, RepurchaseFeatures,
     SessionState, UserHistory, intent_features, repurchase_features,
 };
 pub use models::{FeatureMismatch, check_features};
+pub use scoring::Scorer;
+
+/// The gRPC name of the service, for health checks.
+pub const SERVICE: &str = "funnel.behavior.v1.BehaviorPredictor";
+
+/// The sockets the service serves on, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        Ok(Listeners {
+            grpc: TcpListener::bind(&config.grpc.listen)
+                .await
+                .with_context(|| format!("failed to bind grpc.listen {}", config.grpc.listen))?,
+            admin: TcpListener::bind(&config.admin.listen)
+                .await
+                .with_context(|| format!("failed to bind admin.listen {}", config.admin.listen))?,
+        })
+    }
+}
+
+/// Loads the ONNX Runtime library and both models (validated and warmed), blocking.
+pub fn load_scorer(config: &Config) -> anyhow::Result<Scorer> {
+    let m = &config.models;
+    funnel_model::init_runtime(Path::new(&m.runtime_library)).with_context(|| {
+        format!(
+            "failed to load models.runtime_library {}",
+            m.runtime_library
+        )
+    })?;
+    Scorer::load(
+        Path::new(&m.root),
+        (&m.intent, &m.intent_version),
+        (&m.repurchase, &m.repurchase_version),
+    )
+    .with_context(|| format!("failed to load the models under models.root {}", m.root))
+}
+
+/// Runs the service until `shutdown`: stop consuming, finish the batch in hand, commit
+/// offsets, flush the producer, then stop gRPC and the admin server.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    store: Store,
+    scorer: Scorer,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = metrics::Metrics::new(&mut registry);
+    let registry = Arc::new(registry);
+    let (health, health_service) = Health::new();
+    let servers = Shutdown::new();
+    let scorer = Arc::new(scorer);
+    let keys = state::StateKeys::new(&config.redis.key_prefix);
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(funnel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("failed to build gRPC reflection")?;
+    let service = grpc::BehaviorService::new(store.clone(), keys.clone(), Arc::clone(&scorer));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(BehaviorPredictorServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), servers.wait());
+    let grpc = tokio::spawn(grpc);
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        Arc::clone(&registry),
+        health.clone(),
+        servers.clone(),
+    ));
+
+    store
+        .ping()
+        .await
+        .context("feature store unreachable at start")?;
+    let consumer = BatchConsumer::subscribe(
+        &config.kafka,
+        &[&config.topics.events],
+        metrics.consumer.clone(),
+    )
+    .context("failed to start the consumer")?;
+    let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
+    let mut processor = pipeline::Processor::new(
+        keys,
+        config.predictor.clone(),
+        config.topics.predictions.clone(),
+        &store,
+        scorer,
+        metrics.clone(),
+    );
+    health.set_ready(true, &[SERVICE]).await;
+    tracing::info!(
+        topic = %config.topics.events,
+        group = %config.kafka.group_id,
+        intent = %processor.model_id(),
+        "behavior-predictor consuming"
+    );
+
+    consume(
+        &config,
+        &consumer,
+        &producer,
+        &mut processor,
+        &metrics,
+        &shutdown,
+    )
+    .await;
+
+    health.set_ready(false, &[SERVICE]).await;
+    let grace = Duration::from_secs(config.predictor.shutdown_grace_secs);
+    if let Err(e) = consumer.commit().await {
+        tracing::warn!(error = %e, "final commit failed; uncommitted batches will be replayed");
+    }
+    if let Err(e) = producer.flush(grace).await {
+        tracing::warn!(error = %e, "producer flush failed");
+    }
+    servers.trigger();
+    let _ = funnel_runtime::shutdown::with_grace("grpc server", grace, grpc).await;
+    let _ = funnel_runtime::shutdown::with_grace("admin server", grace, admin).await;
+    tracing::info!("behavior-predictor stopped");
+    Ok(())
+}
+
+/// Fetches a batch, processes it (retrying with backoff until it succeeds or shutdown
+/// begins), then stores its offsets; one batch at a time, so offsets stay in order.
+async fn consume(
+    config: &Config,
+    consumer: &BatchConsumer,
+    producer: &Producer,
+    processor: &mut pipeline::Processor,
+    metrics: &metrics::Metrics,
+    shutdown: &Shutdown,
+) {
+    let s = &config.predictor;
+    let linger = Duration::from_millis(s.batch_linger_ms);
+    let max_backoff = Duration::from_millis(s.retry_backoff_max_ms);
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            batch = consumer.next_batch(s.batch_max, linger) => batch,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "consume failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let started = Instant::now();
+        metrics.events_in.inc_by(batch.len() as u64);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let Err(e) = processor.process(&batch, producer).await else {
+                break;
+            };
+            metrics.batch_retries.inc();
+            tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                // Not stored: the partitions' next owner replays the batch.
+                _ = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(max_backoff);
+        }
+        if let Err(e) = consumer.store(&Offsets::of(&batch)) {
+            tracing::warn!(error = %e, "failed to store offsets");
+        }
+        metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+}

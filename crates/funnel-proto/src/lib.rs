@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`pb::events::v1`]: raw and canonical events, catalog items.
 //! - [`pb::ingest::v1`]: the `Features` service of ingest.
+//! - [`pb::behavior::v1`]: intent predictions, conversion actions and the
+//!   `BehaviorPredictor` service.
 //! - [`FILE_DESCRIPTOR_SET`]: every proto file, for gRPC server reflection.
 //!
 //! `proto/` at the workspace root is the source of truth; nothing else lives here.
@@ -16,6 +18,11 @@ pub mod pb {
     pub mod ingest {
         pub mod v1 {
             tonic::include_proto!("funnel.ingest.v1");
+        }
+    }
+    pub mod behavior {
+        pub mod v1 {
+            tonic::include_proto!("funnel.behavior.v1");
         }
     }
 }

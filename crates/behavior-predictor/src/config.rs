@@ -1,0 +1,200 @@
+//! Configuration of the behavior-predictor service: every key with its default.
+
+use funnel_bus::KafkaConfig;
+use funnel_runtime::config::Validate;
+use funnel_runtime::{AdminConfig, GrpcConfig, TelemetryConfig};
+use funnel_store::RedisConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything behavior-predictor reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Brokers and consumer group (default group `funnel-behavior-predictor`).
+    pub kafka: KafkaConfig,
+    pub topics: BehaviorTopics,
+    /// Redis; `key_prefix` is shared with ingest, whose catalog records are read.
+    pub redis: RedisConfig,
+    /// The `BehaviorPredictor` gRPC server (default `0.0.0.0:50052`).
+    pub grpc: GrpcConfig,
+    /// `/metrics`, `/healthz`, `/readyz` (default `0.0.0.0:9465`).
+    pub admin: AdminConfig,
+    pub telemetry: TelemetryConfig,
+    pub models: ModelsConfig,
+    pub predictor: PredictorSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::new("localhost:9092", "funnel-behavior-predictor"),
+            topics: BehaviorTopics::default(),
+            redis: RedisConfig::default(),
+            grpc: GrpcConfig::with_listen("0.0.0.0:50052"),
+            admin: AdminConfig {
+                listen: "0.0.0.0:9465".into(),
+            },
+            telemetry: TelemetryConfig::default(),
+            models: ModelsConfig::default(),
+            predictor: PredictorSettings::default(),
+        }
+    }
+}
+
+/// Topics read and written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviorTopics {
+    /// Canonical events in (protobuf `funnel.events.v1.Event`). Default `funnel.events.v1`.
+    pub events: String,
+    /// Intent predictions out (protobuf `funnel.behavior.v1.IntentPrediction`, key
+    /// `user_id`). Default `funnel.predictions.behavior.v1`.
+    pub predictions: String,
+}
+
+impl Default for BehaviorTopics {
+    fn default() -> Self {
+        BehaviorTopics {
+            events: "funnel.events.v1".into(),
+            predictions: "funnel.predictions.behavior.v1".into(),
+        }
+    }
+}
+
+/// Where the models are and which versions serve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Directory holding `<name>/<version>/model.json`. Default `models`.
+    pub root: String,
+    /// The ONNX Runtime shared library. Default `.tools/onnxruntime/libonnxruntime.so`
+    /// (where `scripts/setup.sh` puts it).
+    pub runtime_library: String,
+    /// Session intent model name. Default `intent`.
+    pub intent: String,
+    /// Its version. Default `1`.
+    pub intent_version: String,
+    /// Customer repurchase model name. Default `repurchase`.
+    pub repurchase: String,
+    /// Its version. Default `1`.
+    pub repurchase_version: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            root: "models".into(),
+            runtime_library: ".tools/onnxruntime/libonnxruntime.so".into(),
+            intent: "intent".into(),
+            intent_version: "1".into(),
+            repurchase: "repurchase".into(),
+            repurchase_version: "1".into(),
+        }
+    }
+}
+
+/// Batching, debouncing and state lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictorSettings {
+    /// Most events in one batch (one Redis read, one inference run, one write). Default 1000.
+    pub batch_max: usize,
+    /// How long a batch waits for more events after its first, in ms. Default 10.
+    pub batch_linger_ms: u64,
+    /// Per session, in event time: with 0 every event gets a prediction; otherwise only a
+    /// session's latest event in a batch does, and only when at least this many ms of
+    /// event time passed since the session's last published prediction (or it has none).
+    /// Default 1000.
+    pub debounce_ms: u64,
+    /// TTL of session states and of the per-event markers that make replays harmless,
+    /// in seconds. Default 86400 (1 day).
+    pub session_ttl_secs: u64,
+    /// TTL of a user's history (sessions, orders, latest session), refreshed on
+    /// activity, in seconds. Default 7776000 (90 days).
+    pub user_ttl_secs: u64,
+    /// TTL of an item's click count (its popularity), refreshed on clicks, in seconds.
+    /// Default 2592000 (30 days).
+    pub item_ttl_secs: u64,
+    /// Most orders kept per user for the repurchase features (the latest). Default 200.
+    pub orders_max: usize,
+    /// Longest wait between retries of a failing batch, in ms. Default 5000.
+    pub retry_backoff_max_ms: u64,
+    /// How long shutdown may take to drain, in seconds. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for PredictorSettings {
+    fn default() -> Self {
+        PredictorSettings {
+            batch_max: 1000,
+            batch_linger_ms: 10,
+            debounce_ms: 1000,
+            session_ttl_secs: 86_400,
+            user_ttl_secs: 90 * 86_400,
+            item_ttl_secs: 30 * 86_400,
+            orders_max: 200,
+            retry_backoff_max_ms: 5_000,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+fn check_topic(key: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} {name:?} is not a valid topic name (1-249 of [a-zA-Z0-9._-])"
+        ))
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), String> {
+        self.kafka.validate()?;
+        self.redis.validate()?;
+        self.telemetry.validate()?;
+        check_topic("topics.events", &self.topics.events)?;
+        check_topic("topics.predictions", &self.topics.predictions)?;
+        for (key, addr) in [
+            ("grpc.listen", &self.grpc.listen),
+            ("admin.listen", &self.admin.listen),
+        ] {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("{key} {addr:?} is not host:port: {e}"))?;
+        }
+        for (key, value) in [
+            ("models.root", &self.models.root),
+            ("models.runtime_library", &self.models.runtime_library),
+            ("models.intent", &self.models.intent),
+            ("models.intent_version", &self.models.intent_version),
+            ("models.repurchase", &self.models.repurchase),
+            ("models.repurchase_version", &self.models.repurchase_version),
+        ] {
+            if value.is_empty() {
+                return Err(format!("{key} must not be empty"));
+            }
+        }
+        let s = &self.predictor;
+        for (key, v) in [
+            ("predictor.batch_max", s.batch_max as u64),
+            ("predictor.session_ttl_secs", s.session_ttl_secs),
+            ("predictor.user_ttl_secs", s.user_ttl_secs),
+            ("predictor.item_ttl_secs", s.item_ttl_secs),
+            ("predictor.orders_max", s.orders_max as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if s.batch_max > 100_000 {
+            return Err("predictor.batch_max must be at most 100000".into());
+        }
+        Ok(())
+    }
+}

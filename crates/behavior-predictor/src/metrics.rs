@@ -1,0 +1,107 @@
+//! Metric names of behavior-predictor, declared in one place (prefix `behavior_`).
+
+use funnel_bus::ConsumerMetrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub events_in: Counter,
+    pub predictions: Counter,
+    pub debounced: Counter,
+    pub replays: Counter,
+    pub undecodable: Counter,
+    pub store_conflicts: Counter,
+    pub batch_retries: Counter,
+    pub batch_seconds: Histogram,
+    pub inference_batch_size: Histogram,
+    pub inference_seconds: Histogram,
+    pub purchase_probability: Histogram,
+    pub abandonment_probability: Histogram,
+    pub consumer: ConsumerMetrics,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let probability = || Histogram::new(linear_buckets(0.05, 0.05, 20));
+        let m = Metrics {
+            events_in: Counter::default(),
+            predictions: Counter::default(),
+            debounced: Counter::default(),
+            replays: Counter::default(),
+            undecodable: Counter::default(),
+            store_conflicts: Counter::default(),
+            batch_retries: Counter::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            inference_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
+            inference_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 20)),
+            purchase_probability: probability(),
+            abandonment_probability: probability(),
+            consumer: ConsumerMetrics::default(),
+        };
+        let r = registry.sub_registry_with_prefix("behavior");
+        r.register(
+            "events_in",
+            "Canonical events consumed",
+            m.events_in.clone(),
+        );
+        r.register(
+            "predictions",
+            "Intent predictions published (rate: predictions/s)",
+            m.predictions.clone(),
+        );
+        r.register(
+            "debounced",
+            "Events applied without a prediction of their own (debounce)",
+            m.debounced.clone(),
+        );
+        r.register(
+            "replays",
+            "Events not applied because their marker was set (replay or republished event)",
+            m.replays.clone(),
+        );
+        r.register(
+            "undecodable",
+            "Messages skipped because they are not a canonical event",
+            m.undecodable.clone(),
+        );
+        r.register(
+            "store_conflicts",
+            "Batches planned again because an event marker changed concurrently",
+            m.store_conflicts.clone(),
+        );
+        r.register(
+            "batch_retries",
+            "Batch attempts that failed and were retried",
+            m.batch_retries.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Time to process one batch end to end",
+            m.batch_seconds.clone(),
+        );
+        r.register(
+            "inference_batch_size",
+            "Rows per intent inference run of the stream",
+            m.inference_batch_size.clone(),
+        );
+        r.register(
+            "inference_seconds",
+            "Time of one intent inference run of the stream, blocking thread included",
+            m.inference_seconds.clone(),
+        );
+        r.register(
+            "purchase_probability",
+            "Published P(order in this session)",
+            m.purchase_probability.clone(),
+        );
+        r.register(
+            "abandonment_probability",
+            "Published P(cart abandoned)",
+            m.abandonment_probability.clone(),
+        );
+        m.consumer.register(registry);
+        m
+    }
+}

@@ -1,0 +1,60 @@
+//! The binary's start-up contract: a bad configuration stops it with exit code 64 and a
+//! message naming the key, before anything is loaded or bound.
+
+use std::process::{Command, Output};
+
+fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_behavior-predictor"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FUNNEL_")) {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+fn predictor(vars: &[(&str, &str)]) -> Output {
+    command().envs(vars.iter().copied()).output().unwrap()
+}
+
+fn assert_refused_naming(output: &Output, key: &str) {
+    assert_eq!(output.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains(key), "{err}");
+}
+
+#[test]
+fn an_unknown_key_stops_the_process_naming_the_key() {
+    let out = predictor(&[("FUNNEL_PREDICTOR__DEBOUNCE", "10")]);
+    assert_refused_naming(&out, "unknown key `predictor.debounce`");
+}
+
+#[test]
+fn a_bad_value_stops_the_process_naming_the_key() {
+    let out = predictor(&[("FUNNEL_PREDICTOR__DEBOUNCE_MS", "soon")]);
+    assert_refused_naming(&out, "predictor.debounce_ms");
+
+    let out = predictor(&[("FUNNEL_PREDICTOR__BATCH_MAX", "0")]);
+    assert_refused_naming(&out, "predictor.batch_max must be at least 1");
+
+    let out = predictor(&[("FUNNEL_TOPICS__PREDICTIONS", "no spaces please")]);
+    assert_refused_naming(&out, "topics.predictions");
+}
+
+#[test]
+fn print_config_shows_every_section_with_its_defaults() {
+    let out = command().arg("--print-config").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "events = \"funnel.events.v1\"",
+        "predictions = \"funnel.predictions.behavior.v1\"",
+        "debounce_ms = 1000",
+        "group_id = \"funnel-behavior-predictor\"",
+        "intent_version = \"1\"",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}

@@ -1,0 +1,592 @@
+//! behavior-predictor against a real broker (Tansu), a real Redis and ONNX Runtime with the
+//! real model files. The events are the scripted stream of `models/intent/1/parity.json`,
+//! produced as canonical events; the predictions must be the golden outputs training
+//! computed for them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use funnel_bus::KafkaConfig;
+use funnel_bus::admin::{TopicSpec, ensure_topics};
+use funnel_core::pb::{self, EventType, event::Payload};
+use funnel_core::{ContentType, Limits, parse_event};
+use funnel_proto::pb::behavior::v1::behavior_predictor_client::BehaviorPredictorClient;
+use funnel_proto::pb::behavior::v1::{
+    IntentPrediction, IntentResponse, PredictIntentRequest, PredictRepurchaseRequest,
+    RepurchaseResponse,
+};
+use funnel_runtime::Shutdown;
+use funnel_store::{RedisConfig, RedisStore, Store};
+use funnel_tests::{Env, TopicReader, eventually, http_get};
+use prost::Message as _;
+use rdkafka::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use redis::AsyncCommands;
+
+const WAIT: Duration = Duration::from_secs(60);
+const TOLERANCE: f64 = 1e-5;
+
+fn models_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// The scripted stream of the intent parity file: its events, parsed by the real
+/// validator, and the golden features and outputs after every user event.
+struct Golden {
+    events: Vec<pb::Event>,
+    features: Vec<String>,
+    expected: HashMap<String, (Vec<f64>, Vec<f64>)>,
+}
+
+fn golden() -> Golden {
+    let path = models_root().join("intent/1/parity.json");
+    let parity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let stream = &parity["streams"][0];
+    assert_eq!(stream["name"], "scripted");
+    let events = stream["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|raw| {
+            let bytes = serde_json::to_vec(raw).unwrap();
+            parse_event(&bytes, ContentType::Json, &Limits::default()).unwrap()
+        })
+        .collect();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let expected = stream["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap().to_owned(),
+                (floats(&e["features"]), floats(&e["outputs"])),
+            )
+        })
+        .collect();
+    let features = parity["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    Golden {
+        events,
+        features,
+        expected,
+    }
+}
+
+/// Golden values are the shortest decimals of float32s: compare as float32.
+fn close(actual: f32, golden: f64) -> bool {
+    (f64::from(actual) - f64::from(golden as f32)).abs() <= TOLERANCE
+}
+
+/// A test's world: broker, Redis, and the predictor's own topics (one partition, so the
+/// whole stream keeps its order as training replayed it).
+struct World {
+    env: Env,
+    events_topic: String,
+    predictions_topic: String,
+    producer: FutureProducer,
+}
+
+impl World {
+    async fn start() -> World {
+        let env = Env::start(1).await;
+        let events_topic = format!("{}.bp.events", env.prefix);
+        let predictions_topic = format!("{}.bp.predictions", env.prefix);
+        ensure_topics(
+            &KafkaConfig::new(&env.broker.brokers, "admin"),
+            &[
+                TopicSpec::new(&events_topic, 1),
+                TopicSpec::new(&predictions_topic, 1),
+            ],
+        )
+        .await
+        .unwrap();
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &env.broker.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .create()
+            .unwrap();
+        World {
+            env,
+            events_topic,
+            predictions_topic,
+            producer,
+        }
+    }
+
+    fn config(&self, group: &str) -> behavior_predictor::Config {
+        let mut c = behavior_predictor::Config {
+            kafka: KafkaConfig::new(
+                &self.env.broker.brokers,
+                &format!("{}-{group}", self.env.prefix),
+            ),
+            redis: RedisConfig {
+                url: self.env.redis.url.clone(),
+                key_prefix: self.env.prefix.clone(),
+                ..RedisConfig::default()
+            },
+            ..behavior_predictor::Config::default()
+        };
+        c.topics.events.clone_from(&self.events_topic);
+        c.topics.predictions.clone_from(&self.predictions_topic);
+        c.grpc.listen = "127.0.0.1:0".into();
+        c.admin.listen = "127.0.0.1:0".into();
+        c.models.root = models_root().display().to_string();
+        c.models.runtime_library = std::env::var("ORT_DYLIB_PATH")
+            .expect("ORT_DYLIB_PATH names the onnx runtime library (set by .cargo/config.toml)");
+        c.predictor.batch_linger_ms = 5;
+        c.predictor.debounce_ms = 0;
+        c.predictor.shutdown_grace_secs = 10;
+        c
+    }
+
+    async fn start_predictor(&self, config: behavior_predictor::Config) -> Running {
+        let listeners = behavior_predictor::Listeners::bind(&config).await.unwrap();
+        let grpc_addr = listeners.grpc.local_addr().unwrap();
+        let admin_addr = listeners.admin.local_addr().unwrap();
+        let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());
+        let scorer = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(behavior_predictor::run(
+            config,
+            listeners,
+            store,
+            scorer,
+            shutdown.clone(),
+        ));
+        Running {
+            task: Some(task),
+            shutdown,
+            grpc_addr,
+            admin_addr,
+        }
+    }
+
+    /// Plays ingest: catalog records into Redis as ingest writes them, user events as
+    /// canonical protobuf keyed by user.
+    async fn publish(&self, events: &[pb::Event]) {
+        let mut redis = self.env.redis.conn().await;
+        let keys = funnel_store::Keys::new(&self.env.prefix);
+        for event in events {
+            if let Some(Payload::Item(item)) = &event.payload {
+                let fields = funnel_store::features::catalog_fields(item);
+                let _: () = redis
+                    .hset_multiple(keys.item(&item.item_id), &fields)
+                    .await
+                    .unwrap();
+            }
+        }
+        for event in events.iter().filter(|e| e.r#type() != EventType::Item) {
+            self.send(event).await;
+        }
+    }
+
+    async fn send(&self, event: &pb::Event) {
+        let payload = event.encode_to_vec();
+        self.producer
+            .send(
+                FutureRecord::to(&self.events_topic)
+                    .key(&event.user_id)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn predictions(&self) -> TopicReader {
+        self.env.reader(&self.predictions_topic)
+    }
+}
+
+struct Running {
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    shutdown: Shutdown,
+    grpc_addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let body = http_get(self.admin_addr, "/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn client(&self) -> BehaviorPredictorClient<tonic::transport::Channel> {
+        BehaviorPredictorClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .unwrap()
+    }
+
+    async fn intent(&self, user_id: &str, session_id: &str) -> IntentResponse {
+        self.client()
+            .await
+            .predict_intent(PredictIntentRequest {
+                user_id: user_id.into(),
+                session_id: session_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+impl Running {
+    async fn repurchase(&self, user_id: &str) -> Result<RepurchaseResponse, tonic::Status> {
+        self.client()
+            .await
+            .predict_repurchase(PredictRepurchaseRequest {
+                user_id: user_id.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// The scripted stream published to a running predictor with `debounce_ms`.
+struct Scored {
+    world: World,
+    golden: Golden,
+    predictor: Running,
+    reader: TopicReader,
+}
+
+impl Scored {
+    async fn start(debounce_ms: u64) -> Scored {
+        let world = World::start().await;
+        let golden = golden();
+        let mut config = world.config("bp");
+        config.predictor.debounce_ms = debounce_ms;
+        let predictor = world.start_predictor(config).await;
+        let reader = world.predictions();
+        world.publish(&golden.events).await;
+        Scored {
+            world,
+            golden,
+            predictor,
+            reader,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn decode(reader: &TopicReader) -> Vec<IntentPrediction> {
+    reader
+        .snapshot()
+        .iter()
+        .map(|m| IntentPrediction::decode(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
+/// Waits until `n` predictions are on the topic and returns them.
+async fn wait_for_predictions(reader: &TopicReader, n: usize) -> Vec<IntentPrediction> {
+    reader.wait_for(n, WAIT).await;
+    decode(reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_of_a_scripted_session_is_scored_as_training_scored_it() {
+    let Scored {
+        golden,
+        predictor,
+        reader,
+        world: _world,
+    } = Scored::start(0).await;
+
+    let predictions = wait_for_predictions(&reader, golden.expected.len()).await;
+    assert_eq!(
+        predictions.len(),
+        golden.expected.len(),
+        "one prediction per user event"
+    );
+    for p in &predictions {
+        let (_, outputs) = &golden.expected[&p.event_id];
+        assert!(
+            close(p.purchase_probability, outputs[0])
+                && close(p.abandonment_probability, outputs[1]),
+            "{}: published [{}, {}], training {:?}",
+            p.event_id,
+            p.purchase_probability,
+            p.abandonment_probability,
+            outputs
+        );
+        assert_eq!(
+            (p.model.as_str(), p.model_version.as_str()),
+            ("intent", "1")
+        );
+        let event = golden
+            .events
+            .iter()
+            .find(|e| e.event_id == p.event_id)
+            .unwrap();
+        assert_eq!(p.user_id, event.user_id);
+        assert_eq!(p.session_id, event.session_id);
+        assert_eq!(p.event_ts_ms, event.ts_ms);
+        assert!(p.prediction_ts_ms >= funnel_core::now_ms() - WAIT.as_millis() as i64);
+    }
+    let keys: Vec<_> = reader
+        .snapshot()
+        .iter()
+        .map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap())
+        .collect();
+    let users: Vec<_> = predictions.iter().map(|p| p.user_id.clone()).collect();
+    assert_eq!(keys, users, "predictions are keyed by user_id");
+    assert_eq!(predictor.metric("behavior_predictions_total").await, 18.0);
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_intent_returns_the_latest_state_its_features_and_what_moved_the_score() {
+    let Scored {
+        world: _world,
+        golden,
+        predictor,
+        reader,
+    } = Scored::start(0).await;
+    wait_for_predictions(&reader, golden.expected.len()).await;
+
+    // u-42's latest session is s-b, whose last event is p-22.
+    let answer = predictor.intent("u-42", "").await;
+    let (features, outputs) = &golden.expected["p-22"];
+    assert!(!answer.cold_start);
+    assert_eq!(answer.session_id, "s-b");
+    assert_eq!(answer.last_event_id, "p-22");
+    assert!(close(answer.purchase_probability, outputs[0]), "{answer:?}");
+    assert!(
+        close(answer.abandonment_probability, outputs[1]),
+        "{answer:?}"
+    );
+    assert_eq!(answer.features.len(), golden.features.len());
+    for (name, expected) in golden.features.iter().zip(features) {
+        assert!(
+            close(answer.features[name], *expected),
+            "feature {name}: {answer:?}"
+        );
+    }
+    // The explanation: ranked by |delta|, each naming the feature's value.
+    assert!(!answer.top_features.is_empty() && answer.top_features.len() <= 5);
+    for pair in answer.top_features.windows(2) {
+        assert!(pair[0].delta.abs() >= pair[1].delta.abs(), "{answer:?}");
+    }
+    for impact in &answer.top_features {
+        assert_eq!(impact.value, answer.features[&impact.name]);
+        assert_ne!(impact.value, impact.reference);
+        assert_ne!(impact.delta, 0.0);
+    }
+
+    // An earlier session by id: s-a ended with its order, p-9.
+    let answer = predictor.intent("u-42", "s-a").await;
+    assert!(close(
+        answer.purchase_probability,
+        golden.expected["p-9"].1[0]
+    ));
+    assert_eq!(answer.last_event_id, "p-9");
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_event_changes_neither_the_state_nor_the_predictions() {
+    let Scored {
+        world,
+        golden,
+        predictor,
+        reader,
+    } = Scored::start(0).await;
+    wait_for_predictions(&reader, golden.expected.len()).await;
+    let before = predictor.intent("u-42", "").await;
+
+    // The last add_to_cart again (ingest republishes on its own replays), then a marker
+    // event that is new, so we know the replay was consumed before it.
+    let replayed = golden.events.iter().find(|e| e.event_id == "p-17").unwrap();
+    world.send(replayed).await;
+    let mut fresh = replayed.clone();
+    fresh.event_id = "p-new".into();
+    fresh.user_id = "u-other".into();
+    fresh.session_id = "s-o1".into();
+    world.send(&fresh).await;
+    wait_for_predictions(&reader, golden.expected.len() + 1).await;
+
+    assert_eq!(predictor.metric("behavior_replays_total").await, 1.0);
+    let after = predictor.intent("u-42", "").await;
+    assert_eq!(after.features, before.features);
+    assert_eq!(after.purchase_probability, before.purchase_probability);
+    let ids: Vec<_> = decode(&reader).into_iter().map(|p| p.event_id).collect();
+    assert_eq!(ids.iter().filter(|id| *id == "p-17").count(), 1, "{ids:?}");
+    assert_eq!(ids.last().map(String::as_str), Some("p-new"));
+    predictor.stop().await;
+
+    // A second consumer group re-reads the whole topic: every event is known.
+    let again = world.start_predictor(world.config("bp-again")).await;
+    let user_events = golden.expected.len() + 2;
+    eventually(WAIT, || async {
+        let replays = again.metric("behavior_replays_total").await;
+        if replays == user_events as f64 {
+            Ok(())
+        } else {
+            Err(format!("{replays} replays of {user_events}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        decode(&reader).len(),
+        golden.expected.len() + 1,
+        "nothing republished"
+    );
+    assert_eq!(again.intent("u-42", "").await.features, before.features);
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debounce_publishes_one_prediction_per_session_within_the_window() {
+    // Every session of the stream lasts less than 10 minutes of event time.
+    let Scored {
+        golden,
+        predictor,
+        reader,
+        world: _world,
+    } = Scored::start(600_000).await;
+
+    let sessions = ["s-o1", "s-a", "s-b", "s-c"];
+    let predictions = wait_for_predictions(&reader, sessions.len()).await;
+    eventually(WAIT, || async {
+        let applied = predictor.metric("behavior_debounced_total").await
+            + predictor.metric("behavior_predictions_total").await;
+        if applied == golden.expected.len() as f64 {
+            Ok(())
+        } else {
+            Err(format!("{applied} events applied"))
+        }
+    })
+    .await;
+    let predictions_now = decode(&reader);
+    assert_eq!(predictions_now.len(), predictions.len());
+    let mut per_session: Vec<_> = predictions_now
+        .iter()
+        .map(|p| p.session_id.as_str())
+        .collect();
+    per_session.sort_unstable();
+    let mut expected = sessions.to_vec();
+    expected.sort_unstable();
+    assert_eq!(per_session, expected);
+    for p in &predictions_now {
+        let (_, outputs) = &golden.expected[&p.event_id];
+        assert!(close(p.purchase_probability, outputs[0]), "{p:?}");
+    }
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_get_the_cold_start_answer_and_bad_requests_are_refused() {
+    let world = World::start().await;
+    let predictor = world.start_predictor(world.config("bp")).await;
+
+    let nobody = predictor.intent("nobody", "").await;
+    let stranger = predictor.intent("stranger", "s-unknown").await;
+    assert!(nobody.cold_start && stranger.cold_start);
+    assert_eq!(nobody.session_id, "");
+    assert_eq!(nobody.features["events"], 0.0);
+    assert_eq!(nobody.features["days_since_last_session"], 365.0);
+    assert_eq!(nobody.features["is_returning"], 0.0);
+    assert_eq!(nobody.purchase_probability, stranger.purchase_probability);
+    assert_eq!(nobody.features, stranger.features);
+    assert!((0.0..1.0).contains(&nobody.purchase_probability));
+    assert!(
+        nobody.top_features.is_empty(),
+        "the cold-start row is its own reference"
+    );
+
+    let repurchase = predictor.repurchase("nobody").await.unwrap();
+    assert!(repurchase.cold_start);
+    assert!(repurchase.features.values().all(|v| *v == 0.0));
+    assert!((0.0..1.0).contains(&repurchase.repurchase_probability));
+
+    let mut client = predictor.client().await;
+    for (user_id, session_id, message) in [
+        ("", "", "user_id is required"),
+        (&*"u".repeat(129), "", "user_id is 129 bytes, more than 128"),
+        (
+            "u-1",
+            &*"s".repeat(200),
+            "session_id is 200 bytes, more than 128",
+        ),
+    ] {
+        let status = client
+            .predict_intent(PredictIntentRequest {
+                user_id: user_id.into(),
+                session_id: session_id.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), message);
+    }
+    let status = predictor.repurchase("").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repurchase_reads_the_orders_of_the_stream() {
+    let Scored {
+        world,
+        golden,
+        predictor,
+        reader,
+    } = Scored::start(0).await;
+    wait_for_predictions(&reader, golden.expected.len()).await;
+
+    let answer = predictor.repurchase("u-42").await.unwrap();
+    assert!(!answer.cold_start);
+    assert_eq!(answer.features["orders"], 1.0);
+    assert!(
+        (answer.features["total_value"] - 59.9).abs() < 1e-4,
+        "{answer:?}"
+    );
+    assert_eq!(
+        (answer.model.as_str(), answer.model_version.as_str()),
+        ("repurchase", "1")
+    );
+    let mut redis = world.env.redis.conn().await;
+    let ttl: i64 = redis
+        .ttl(format!("{}:bp:u:u-42", world.env.prefix))
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the user's history has a TTL");
+    predictor.stop().await;
+}
