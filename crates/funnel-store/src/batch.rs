@@ -205,7 +205,7 @@ impl WriteBatch {
         for (k, fields) in &self.incr {
             for (field, by) in fields {
                 if *by != 0 {
-                    f("HINCRBY", &[k, field, &by.to_string()]);
+                    f("HINCRBY", &[k, field, itoa::Buffer::new().format(*by)]);
                 }
             }
         }
@@ -230,16 +230,19 @@ impl WriteBatch {
         }
         for (k, trim) in &self.trims {
             match *trim {
-                Trim::List(keep) => f("LTRIM", &[k, "0", &(keep as i64 - 1).to_string()]),
+                Trim::List(keep) => f(
+                    "LTRIM",
+                    &[k, "0", itoa::Buffer::new().format(keep as i64 - 1)],
+                ),
                 Trim::ZSet(keep) => f(
                     "ZREMRANGEBYRANK",
-                    &[k, "0", &(-(keep as i64) - 1).to_string()],
+                    &[k, "0", itoa::Buffer::new().format(-(keep as i64) - 1)],
                 ),
                 Trim::None => {}
             }
         }
         for (k, secs) in &self.expire {
-            f("EXPIRE", &[k, &secs.to_string()]);
+            f("EXPIRE", &[k, itoa::Buffer::new().format(*secs)]);
         }
     }
 

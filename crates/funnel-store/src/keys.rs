@@ -30,7 +30,12 @@ pub const DAY_TTL_SECS: u64 = 8 * 86_400;
 
 /// The field of an hourly window hash counting `kind` in the slot of `ts_ms`.
 pub fn window_field(kind: &str, ts_ms: i64) -> String {
-    format!("{kind}:{}", ts_ms.rem_euclid(HOUR_MS) / SLOT_5M_MS)
+    let slot = ts_ms.rem_euclid(HOUR_MS) / SLOT_5M_MS;
+    let mut field = String::with_capacity(kind.len() + 3);
+    field.push_str(kind);
+    field.push(':');
+    field.push_str(itoa::Buffer::new().format(slot));
+    field
 }
 
 /// Builds keys under one prefix.
@@ -50,71 +55,81 @@ impl Keys {
         &self.prefix
     }
 
+    /// The prefix and `parts`, built in one allocation (keys are made for
+    /// every event on the hot path).
+    fn key(&self, parts: &[&str]) -> String {
+        let len = self.prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(&self.prefix);
+        for part in parts {
+            key.push_str(part);
+        }
+        key
+    }
+
     pub fn dedup(&self, event_id: &str) -> String {
-        format!("{}:dedup:{event_id}", self.prefix)
+        self.key(&[":dedup:", event_id])
     }
 
     pub fn user_state(&self, user: &str) -> String {
-        format!("{}:u:{user}:state", self.prefix)
+        self.key(&[":u:", user, ":state"])
     }
 
     pub fn user_counts(&self, user: &str) -> String {
-        format!("{}:u:{user}:n", self.prefix)
+        self.key(&[":u:", user, ":n"])
     }
 
     pub fn user_recent(&self, user: &str) -> String {
-        format!("{}:u:{user}:recent", self.prefix)
+        self.key(&[":u:", user, ":recent"])
     }
 
     pub fn user_categories(&self, user: &str) -> String {
-        format!("{}:u:{user}:cats", self.prefix)
+        self.key(&[":u:", user, ":cats"])
     }
 
     pub fn user_cart(&self, user: &str) -> String {
-        format!("{}:u:{user}:cart", self.prefix)
+        self.key(&[":u:", user, ":cart"])
     }
 
     pub fn session(&self, session: &str) -> String {
-        format!("{}:s:{session}", self.prefix)
+        self.key(&[":s:", session])
     }
 
     pub fn session_items(&self, session: &str) -> String {
-        format!("{}:s:{session}:items", self.prefix)
+        self.key(&[":s:", session, ":items"])
     }
 
     pub fn item(&self, item: &str) -> String {
-        format!("{}:i:{item}", self.prefix)
+        self.key(&[":i:", item])
     }
 
     /// The hourly window hash holding `ts_ms`: fields `{kind}:{slot}` count
     /// events of that kind in each 5-minute slot (0–11) of the hour.
     pub fn item_window(&self, item: &str, ts_ms: i64) -> String {
-        format!("{}:i:{item}:w:{}", self.prefix, ts_ms.div_euclid(HOUR_MS))
+        let hour = ts_ms.div_euclid(HOUR_MS);
+        self.key(&[":i:", item, ":w:", itoa::Buffer::new().format(hour)])
     }
 
     pub fn item_covisits(&self, item: &str) -> String {
-        format!("{}:i:{item}:covis", self.prefix)
+        self.key(&[":i:", item, ":covis"])
     }
 
     pub fn item_bought_together(&self, item: &str) -> String {
-        format!("{}:i:{item}:bought", self.prefix)
+        self.key(&[":i:", item, ":bought"])
     }
 
     /// Popularity of items in `category` on the day holding `ts_ms`.
     pub fn category_popularity(&self, category: &str, ts_ms: i64) -> String {
-        format!(
-            "{}:c:{category}:pop:{}",
-            self.prefix,
-            ts_ms.div_euclid(DAY_MS)
-        )
+        let day = ts_ms.div_euclid(DAY_MS);
+        self.key(&[":c:", category, ":pop:", itoa::Buffer::new().format(day)])
     }
 
     pub fn query(&self, query: &str) -> String {
-        format!("{}:q:{query}", self.prefix)
+        self.key(&[":q:", query])
     }
 
     pub fn query_clicks(&self, query: &str) -> String {
-        format!("{}:q:{query}:clicks", self.prefix)
+        self.key(&[":q:", query, ":clicks"])
     }
 }
 
@@ -131,3 +146,22 @@ pub mod state_field {
 
 /// Separator of lists packed into one hash field.
 pub const LIST_SEP: char = '\x1f';
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_window_fields_are_spelled_as_documented() {
+        let k = Keys::new("P");
+        let ts = 2 * DAY_MS + 3 * HOUR_MS + 17 * 60 * 1000;
+        assert_eq!(k.dedup("e1"), "P:dedup:e1");
+        assert_eq!(k.user_state("u1"), "P:u:u1:state");
+        assert_eq!(k.session_items("s1"), "P:s:s1:items");
+        assert_eq!(k.item_window("i1", ts), "P:i:i1:w:51");
+        assert_eq!(k.category_popularity("a/b", ts), "P:c:a/b:pop:2");
+        assert_eq!(k.query_clicks("red shoes"), "P:q:red shoes:clicks");
+        assert_eq!(window_field("click", ts), "click:3");
+        assert_eq!(window_field("cart", -1), "cart:11");
+    }
+}
