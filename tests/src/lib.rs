@@ -420,3 +420,38 @@ where
 pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
     funnel_bus::headers::get(m.headers(), name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
+
+/// The services a gRPC server lists through reflection, sorted.
+pub async fn grpc_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut services: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    services.sort();
+    services
+}
+
+/// Whether the gRPC health service reports `service` as serving.
+pub async fn grpc_serving(channel: tonic::transport::Channel, service: &str) -> bool {
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    status.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+}

@@ -18,7 +18,7 @@ use funnel_proto::pb::behavior::v1::{
 };
 use funnel_runtime::Shutdown;
 use funnel_store::{RedisConfig, RedisStore, Store};
-use funnel_tests::{Env, TopicReader, eventually, http_get};
+use funnel_tests::{Env, TopicReader, eventually, grpc_services, grpc_serving, http_get};
 use prost::Message as _;
 use rdkafka::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -241,10 +241,16 @@ impl Running {
             .sum()
     }
 
-    async fn client(&self) -> BehaviorPredictorClient<tonic::transport::Channel> {
-        BehaviorPredictorClient::connect(format!("http://{}", self.grpc_addr))
+    async fn client_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect()
             .await
             .unwrap()
+    }
+
+    async fn client(&self) -> BehaviorPredictorClient<tonic::transport::Channel> {
+        BehaviorPredictorClient::new(self.client_channel().await)
     }
 
     async fn intent(&self, user_id: &str, session_id: &str) -> IntentResponse {
@@ -515,6 +521,16 @@ async fn debounce_publishes_one_prediction_per_session_within_the_window() {
 async fn unknown_users_get_the_cold_start_answer_and_bad_requests_are_refused() {
     let world = World::start().await;
     let predictor = world.start_predictor(world.config("bp")).await;
+    let channel = predictor.client_channel().await;
+    assert_eq!(
+        grpc_services(channel.clone()).await,
+        [
+            behavior_predictor::SERVICE,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection"
+        ]
+    );
+    assert!(grpc_serving(channel, behavior_predictor::SERVICE).await);
 
     let nobody = predictor.intent("nobody", "").await;
     let stranger = predictor.intent("stranger", "s-unknown").await;
@@ -583,10 +599,15 @@ async fn repurchase_reads_the_orders_of_the_stream() {
         ("repurchase", "1")
     );
     let mut redis = world.env.redis.conn().await;
-    let ttl: i64 = redis
-        .ttl(format!("{}:bp:u:u-42", world.env.prefix))
+    let keys: Vec<String> = redis
+        .keys(format!("{}:bp:*", world.env.prefix))
         .await
         .unwrap();
-    assert!(ttl > 0, "the user's history has a TTL");
+    // 4 sessions, 3 users, 3 items clicked, 18 event markers.
+    assert_eq!(keys.len(), 4 + 3 + 3 + 18, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis.ttl(&key).await.unwrap();
+        assert!(ttl > 0, "key {key} has no TTL ({ttl})");
+    }
     predictor.stop().await;
 }

@@ -111,7 +111,7 @@ pub async fn run(
     let keys = state::StateKeys::new(&config.redis.key_prefix);
 
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(funnel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(funnel_proto::BEHAVIOR_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("failed to build gRPC reflection")?;

@@ -5,7 +5,8 @@
 //! - [`pb::ingest::v1`]: the `Features` service of ingest.
 //! - [`pb::behavior::v1`]: intent predictions, conversion actions and the
 //!   `BehaviorPredictor` service.
-//! - [`FILE_DESCRIPTOR_SET`]: every proto file, for gRPC server reflection.
+//! - [`FILE_DESCRIPTOR_SET`]: the events and ingest protos, for gRPC server reflection;
+//!   [`BEHAVIOR_FILE_DESCRIPTOR_SET`]: the behavior proto.
 //!
 //! `proto/` at the workspace root is the source of truth; nothing else lives here.
 
@@ -29,3 +30,7 @@ pub mod pb {
 
 /// Encoded `FileDescriptorSet` of all Funnel protos, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("funnel_descriptor");
+
+/// Encoded `FileDescriptorSet` of `funnel.behavior.v1`, for behavior-predictor's reflection.
+pub const BEHAVIOR_FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("behavior_descriptor");
