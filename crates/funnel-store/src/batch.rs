@@ -79,7 +79,7 @@ pub struct WriteBatch {
     hset: Map<Map<String>>,
     trims: Map<Trim>,
     expire: Map<u64>,
-    fixed_ttl: Vec<String>,
+    ttl_keys: Vec<String>,
 }
 
 /// The entry of `key`, created only when missing.
@@ -161,18 +161,18 @@ impl WriteBatch {
         *entry(&mut self.trims, key) = Trim::ZSet(keep);
     }
 
-    /// Gives a key whose lifetime is fixed at creation (a time bucket) its
-    /// TTL. The writer may skip keys it already expired in an applied batch.
-    pub fn expire_fixed(&mut self, key: &str, secs: u64) {
+    /// Gives `key` its TTL and lists it among [`WriteBatch::ttl_keys`], so
+    /// that a writer can remember it and skip setting it again for a while.
+    pub fn expire_remembered(&mut self, key: &str, secs: u64) {
         if !self.expire.contains_key(key) {
-            self.fixed_ttl.push(key.to_string());
+            self.ttl_keys.push(key.to_string());
         }
         self.expire(key, secs);
     }
 
-    /// Keys given a fixed TTL by this batch.
-    pub fn fixed_ttl_keys(&self) -> &[String] {
-        &self.fixed_ttl
+    /// Keys given a TTL by [`WriteBatch::expire_remembered`].
+    pub fn ttl_keys(&self) -> &[String] {
+        &self.ttl_keys
     }
 
     /// Gives `key` a TTL of at least `secs` (the longest asked for wins).

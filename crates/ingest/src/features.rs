@@ -3,6 +3,7 @@
 //! event's dedup marker, so a replay never counts twice.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use funnel_core::pb::{self, event::Payload};
 use funnel_core::{UserClock, type_name};
@@ -18,6 +19,8 @@ use crate::config::IngestSettings;
 const SESSION_ITEMS_IN_STATE: usize = 10;
 /// Items per session kept in the session's item list.
 const SESSION_ITEMS_KEPT: usize = 50;
+/// Longest wait before a sliding TTL is set again.
+const TTL_REFRESH_MAX: Duration = Duration::from_secs(15 * 60);
 /// Order lines beyond this do not add bought-together pairs (quadratic).
 const BOUGHT_TOGETHER_LINES: usize = 20;
 
@@ -83,9 +86,9 @@ pub struct ItemInfo {
 pub struct FeatureWriter<'a> {
     pub keys: &'a Keys,
     pub settings: &'a IngestSettings,
-    /// Time-bucket keys whose TTL an applied batch already set: their
-    /// lifetime is fixed at creation, so it need not be set again.
-    pub fixed_ttl_set: &'a lru::LruCache<String, ()>,
+    /// Keys whose TTL an applied batch set, and when.
+    pub ttl_set: &'a lru::LruCache<String, Instant>,
+    pub now: Instant,
 }
 
 impl FeatureWriter<'_> {
@@ -112,20 +115,20 @@ impl FeatureWriter<'_> {
 
         let counts = k.user_counts(user);
         wb.hincr(&counts, kind, 1);
-        wb.expire(&counts, s.user_ttl_secs);
+        self.expire(wb, &counts, s.user_ttl_secs);
 
         let session = k.session(sid);
         wb.hincr(&session, kind, 1);
         wb.hincr(&session, "events", 1);
         wb.hset(&session, "start", state.clock.session_start_ms.to_string());
         wb.hset(&session, "last", state.clock.session_last_ms.to_string());
-        wb.expire(&session, s.session_ttl_secs);
+        self.expire(wb, &session, s.session_ttl_secs);
 
         match &event.payload {
             Some(Payload::Search(search)) => {
                 let q = k.query(&search.query);
                 wb.hincr(&q, "searches", 1);
-                wb.expire(&q, s.query_ttl_secs);
+                self.expire(wb, &q, s.query_ttl_secs);
                 state.last_query = search.query.clone();
                 wb.hset(&session, "lastq", search.query.clone());
             }
@@ -140,24 +143,24 @@ impl FeatureWriter<'_> {
                 if !state.last_query.is_empty() {
                     let q = k.query(&state.last_query);
                     wb.hincr(&q, "clicks", 1);
-                    wb.expire(&q, s.query_ttl_secs);
+                    self.expire(wb, &q, s.query_ttl_secs);
                     let qc = k.query_clicks(&state.last_query);
                     wb.zincr(&qc, &click.item_id, 1.0);
                     wb.zcap(&qc, s.neighbours_max);
-                    wb.expire(&qc, s.query_ttl_secs);
+                    self.expire(wb, &qc, s.query_ttl_secs);
                 }
             }
             Some(Payload::Cart(cart)) if event.r#type == pb::EventType::AddToCart as i32 => {
                 self.count_item(wb, &cart.item_id, "cart", 1, ts);
                 let key = k.user_cart(user);
                 wb.hincr_ordered(&key, &cart.item_id, cart.quantity as i64);
-                wb.expire(&key, s.user_ttl_secs);
+                self.expire(wb, &key, s.user_ttl_secs);
                 self.engaged(wb, user, sid, &cart.item_id, state, items, 3.0, ts);
             }
             Some(Payload::Cart(cart)) => {
                 let key = k.user_cart(user);
                 wb.hincr_ordered(&key, &cart.item_id, -(cart.quantity as i64));
-                wb.expire(&key, s.user_ttl_secs);
+                self.expire(wb, &key, s.user_ttl_secs);
             }
             Some(Payload::Order(order)) => {
                 wb.hincr(&counts, "orders", 1);
@@ -183,7 +186,7 @@ impl FeatureWriter<'_> {
                             let key = k.item_bought_together(&a.item_id);
                             wb.zincr(&key, &b.item_id, 1.0);
                             wb.zcap(&key, s.neighbours_max);
-                            wb.expire(&key, s.item_ttl_secs);
+                            self.expire(wb, &key, s.item_ttl_secs);
                         }
                     }
                 }
@@ -192,7 +195,7 @@ impl FeatureWriter<'_> {
         }
         let state_key = k.user_state(user);
         state.write(wb, &state_key);
-        wb.expire(&state_key, s.user_ttl_secs);
+        self.expire(wb, &state_key, s.user_ttl_secs);
     }
 
     /// Writes for a catalog upsert.
@@ -228,17 +231,17 @@ impl FeatureWriter<'_> {
         let s = self.settings;
         let recent = k.user_recent(user);
         wb.lpush_capped(&recent, item, RECENT_ITEMS_KEPT);
-        wb.expire(&recent, s.user_ttl_secs);
+        self.expire(wb, &recent, s.user_ttl_secs);
         let session_items = k.session_items(sid);
         wb.lpush_capped(&session_items, item, SESSION_ITEMS_KEPT);
-        wb.expire(&session_items, s.session_ttl_secs);
+        self.expire(wb, &session_items, s.session_ttl_secs);
 
         for prior in state.session_items.iter().filter(|p| p.as_str() != item) {
             for (a, b) in [(prior.as_str(), item), (item, prior.as_str())] {
                 let key = k.item_covisits(a);
                 wb.zincr(&key, b, 1.0);
                 wb.zcap(&key, s.neighbours_max);
-                wb.expire(&key, s.item_ttl_secs);
+                self.expire(wb, &key, s.item_ttl_secs);
             }
         }
         state.session_items.retain(|p| p != item);
@@ -249,13 +252,26 @@ impl FeatureWriter<'_> {
             self.popularity(wb, item, &info.category, weight, ts);
             let cats = k.user_categories(user);
             wb.lpush_capped(&cats, &info.category, RECENT_CATEGORIES * 2);
-            wb.expire(&cats, s.user_ttl_secs);
+            self.expire(wb, &cats, s.user_ttl_secs);
         }
     }
 
+    /// A TTL that slides with activity. It is set again only when an applied
+    /// batch set it more than an eighth of it (at most 15 minutes) ago, so a
+    /// key in use keeps at least 7/8 of its lifetime and busy keys cost one
+    /// EXPIRE per interval instead of one per batch.
+    fn expire(&self, wb: &mut WriteBatch, key: &str, secs: u64) {
+        let refresh = Duration::from_secs(secs / 8).min(TTL_REFRESH_MAX);
+        match self.ttl_set.peek(key) {
+            Some(set) if self.now.saturating_duration_since(*set) < refresh => {}
+            _ => wb.expire_remembered(key, secs),
+        }
+    }
+
+    /// A TTL fixed at the key's creation (a time bucket): set once.
     fn expire_fixed(&self, wb: &mut WriteBatch, key: &str, secs: u64) {
-        if !self.fixed_ttl_set.contains(key) {
-            wb.expire_fixed(key, secs);
+        if !self.ttl_set.contains(key) {
+            wb.expire_remembered(key, secs);
         }
     }
 
@@ -278,5 +294,75 @@ impl FeatureWriter<'_> {
             }
             end += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn click(user: &str, item: &str) -> pb::Event {
+        pb::Event {
+            event_id: format!("{user}-{item}"),
+            r#type: pb::EventType::Click as i32,
+            ts_ms: 1_764_000_000_000,
+            user_id: user.into(),
+            session_id: "s1".into(),
+            payload: Some(Payload::Click(pb::Click {
+                item_id: item.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// The EXPIRE commands one click plans, given what the writer remembers.
+    fn expiries(ttl_set: &lru::LruCache<String, Instant>, now: Instant) -> Vec<String> {
+        let keys = Keys::new("p");
+        let settings = IngestSettings::default();
+        let writer = FeatureWriter {
+            keys: &keys,
+            settings: &settings,
+            ttl_set,
+            now,
+        };
+        let mut wb = WriteBatch::new(60);
+        let mut state = UserState::default();
+        writer.user_event(
+            &mut wb,
+            &click("u", "i1"),
+            &mut state,
+            false,
+            &HashMap::new(),
+        );
+        wb.commands()
+            .into_iter()
+            .filter(|c| c[0] == "EXPIRE")
+            .map(|c| c[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn sliding_ttls_are_set_again_only_after_an_eighth_of_their_length() {
+        let now = Instant::now() + Duration::from_secs(24 * 3600);
+        let mut remembered = lru::LruCache::new(std::num::NonZeroUsize::new(100).unwrap());
+        let all = expiries(&remembered, now);
+        assert!(all.contains(&"p:u:u:n".to_string()), "{all:?}");
+        assert!(all.contains(&"p:s:s1".to_string()), "{all:?}");
+
+        // Set a minute ago: nothing is set again.
+        for key in &all {
+            remembered.put(key.clone(), now - Duration::from_secs(60));
+        }
+        assert_eq!(expiries(&remembered, now), Vec::<String>::new());
+
+        // Set longer ago than the refresh interval (at most 15 minutes):
+        // sliding TTLs are set again; the fixed hour bucket never is.
+        for key in &all {
+            remembered.put(key.clone(), now - Duration::from_secs(16 * 60));
+        }
+        let again = expiries(&remembered, now);
+        assert!(again.contains(&"p:u:u:n".to_string()), "{again:?}");
+        assert!(!again.iter().any(|k| k.contains(":w:")), "{again:?}");
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::time::Instant;
 
 use funnel_bus::headers::{self, CONTENT_TYPE, DeadLetter};
 use funnel_bus::{Message, OutRecord, OwnedHeaders, OwnedMessage, Topics};
@@ -23,8 +24,8 @@ use crate::config::IngestSettings;
 use crate::features::{FeatureWriter, ItemInfo, UserState};
 use crate::metrics::{Metrics, ReasonLabel, TypeLabel};
 
-/// Time-bucket keys remembered as already having their TTL.
-const FIXED_TTL_KEYS: usize = 100_000;
+/// Keys remembered as having their TTL (about 130 bytes each).
+const TTL_KEYS: usize = 100_000;
 
 /// How often a batch is re-planned after marker conflicts before it fails.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -60,7 +61,7 @@ pub struct Processor {
     topics: Topics,
     writer: Writer,
     items: LruCache<String, ItemInfo>,
-    fixed_ttl_set: LruCache<String, ()>,
+    ttl_set: LruCache<String, Instant>,
     metrics: Metrics,
 }
 
@@ -90,7 +91,7 @@ impl Processor {
             topics,
             writer: store.writer(),
             items: LruCache::new(cache),
-            fixed_ttl_set: LruCache::new(NonZeroUsize::new(FIXED_TTL_KEYS).expect("non-zero")),
+            ttl_set: LruCache::new(NonZeroUsize::new(TTL_KEYS).expect("non-zero")),
             metrics,
         }
     }
@@ -114,8 +115,9 @@ impl Processor {
             let planned = started.elapsed();
             match self.writer.apply(&wb).await? {
                 ApplyOutcome::Applied => {
-                    for key in wb.fixed_ttl_keys() {
-                        self.fixed_ttl_set.put(key.clone(), ());
+                    let applied = Instant::now();
+                    for key in wb.ttl_keys() {
+                        self.ttl_set.put(key.clone(), applied);
                     }
                     tracing::debug!(
                         messages = batch.len(),
@@ -270,7 +272,8 @@ impl Processor {
         let writer = FeatureWriter {
             keys: &self.keys,
             settings: &self.settings,
-            fixed_ttl_set: &self.fixed_ttl_set,
+            ttl_set: &self.ttl_set,
+            now: Instant::now(),
         };
         for ((m, p), slot) in batch.iter().zip(parsed).zip(marker_slot) {
             let (event, origin) = match p {
