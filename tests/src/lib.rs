@@ -444,14 +444,16 @@ pub async fn grpc_services(channel: tonic::transport::Channel) -> Vec<String> {
     services
 }
 
-/// Whether the gRPC health service reports `service` as serving.
+/// Whether the gRPC health service reports `service` as serving (false while it is not
+/// registered yet).
 pub async fn grpc_serving(channel: tonic::transport::Channel, service: &str) -> bool {
     let status = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: service.into(),
         })
-        .await
-        .unwrap()
-        .into_inner();
-    status.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        .await;
+    status.is_ok_and(|s| {
+        s.into_inner().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    })
 }

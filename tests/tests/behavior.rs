@@ -373,7 +373,16 @@ async fn every_event_of_a_scripted_session_is_scored_as_training_scored_it() {
         .collect();
     let users: Vec<_> = predictions.iter().map(|p| p.user_id.clone()).collect();
     assert_eq!(keys, users, "predictions are keyed by user_id");
-    assert_eq!(predictor.metric("behavior_predictions_total").await, 18.0);
+    // Counted once the batch's state is written, just after its publish.
+    eventually(WAIT, || async {
+        let counted = predictor.metric("behavior_predictions_total").await;
+        if counted == 18.0 {
+            Ok(())
+        } else {
+            Err(format!("{counted} predictions counted"))
+        }
+    })
+    .await;
     predictor.stop().await;
 }
 
@@ -530,7 +539,17 @@ async fn unknown_users_get_the_cold_start_answer_and_bad_requests_are_refused() 
             "grpc.reflection.v1.ServerReflection"
         ]
     );
-    assert!(grpc_serving(channel, behavior_predictor::SERVICE).await);
+    eventually(WAIT, || {
+        let channel = channel.clone();
+        async move {
+            if grpc_serving(channel, behavior_predictor::SERVICE).await {
+                Ok(())
+            } else {
+                Err("not serving".to_string())
+            }
+        }
+    })
+    .await;
 
     let nobody = predictor.intent("nobody", "").await;
     let stranger = predictor.intent("stranger", "s-unknown").await;

@@ -78,6 +78,9 @@ pub struct ModelsConfig {
     pub repurchase: String,
     /// Its version. Default `1`.
     pub repurchase_version: String,
+    /// ONNX Runtime sessions per model, i.e. runs that can proceed at once (the stream's
+    /// batches and gRPC requests share them). Default 2.
+    pub sessions: usize,
 }
 
 impl Default for ModelsConfig {
@@ -89,6 +92,7 @@ impl Default for ModelsConfig {
             intent_version: "1".into(),
             repurchase: "repurchase".into(),
             repurchase_version: "1".into(),
+            sessions: 2,
         }
     }
 }
@@ -187,6 +191,7 @@ impl Validate for Config {
             ("predictor.user_ttl_secs", s.user_ttl_secs),
             ("predictor.item_ttl_secs", s.item_ttl_secs),
             ("predictor.orders_max", s.orders_max as u64),
+            ("models.sessions", self.models.sessions as u64),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));

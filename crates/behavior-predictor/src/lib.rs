@@ -89,6 +89,7 @@ pub fn load_scorer(config: &Config) -> anyhow::Result<Scorer> {
         Path::new(&m.root),
         (&m.intent, &m.intent_version),
         (&m.repurchase, &m.repurchase_version),
+        m.sessions,
     )
     .with_context(|| format!("failed to load the models under models.root {}", m.root))
 }

@@ -62,13 +62,18 @@ pub enum ScorerError {
 }
 
 impl Scorer {
-    /// Loads, validates (signature, sha256, golden vectors, feature list) and warms both models.
+    /// Loads, validates (signature, sha256, golden vectors, feature list) and warms both
+    /// models, each with `sessions` ONNX Runtime sessions.
     pub fn load(
         root: &Path,
         intent: (&str, &str),
         repurchase: (&str, &str),
+        sessions: usize,
     ) -> Result<Scorer, ScorerError> {
-        let options = LoadOptions::default();
+        let options = LoadOptions {
+            sessions,
+            ..LoadOptions::default()
+        };
         let intent = Model::from_store(root, intent.0, intent.1, &options)?;
         check_features(&intent, &INTENT_FEATURES)?;
         let repurchase = Model::from_store(root, repurchase.0, repurchase.1, &options)?;

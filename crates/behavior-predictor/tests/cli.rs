@@ -35,6 +35,9 @@ fn a_bad_value_stops_the_process_naming_the_key() {
     let out = predictor(&[("FUNNEL_PREDICTOR__BATCH_MAX", "0")]);
     assert_refused_naming(&out, "predictor.batch_max must be at least 1");
 
+    let out = predictor(&[("FUNNEL_MODELS__SESSIONS", "0")]);
+    assert_refused_naming(&out, "models.sessions must be at least 1");
+
     let out = predictor(&[("FUNNEL_TOPICS__PREDICTIONS", "no spaces please")]);
     assert_refused_naming(&out, "topics.predictions");
 }
