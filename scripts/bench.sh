@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Benchmarks on this machine: starts a Tansu broker and a redis-server on free
-# loopback ports, builds release binaries, and runs `funnel bench ingest`.
-# Usage: scripts/bench.sh [EVENTS]
+# loopback ports, builds release binaries, and runs `funnel bench ingest` or
+# `funnel bench predictor`.
+# Usage: scripts/bench.sh [EVENTS] [FLAGS...]             ingest
+#        scripts/bench.sh predictor [EVENTS] [FLAGS...]   behavior-predictor
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+bench=ingest
+if [ "${1:-}" = predictor ]; then
+  bench=predictor
+  shift
+fi
 events="${1:-200000}"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -18,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p ingest -p funnel
+cargo build --release -q -p ingest -p behavior-predictor -p funnel
 .tools/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" \
   --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ \
   >"$work/tansu.log" 2>&1 &
@@ -30,9 +37,14 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Tansu (memory storage); redis $(redis-server --version | awk '{print $3}')"
-target/release/funnel bench ingest --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events" "${@:2}"
+target/release/funnel bench "$bench" --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events" "${@:2}"
 cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 echo "  whole run CPU seconds: redis-server $(cpu "$redis_pid"), tansu $(cpu "$tansu_pid")"
+if [ "$bench" = predictor ]; then
+  # Redis also served the in-process ingest pipeline that prepared the events, so its
+  # command statistics would not be the predictor's alone.
+  exit 0
+fi
 echo "  redis used_memory_human: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
 # Which Redis commands the run cost, per event ingested (the ingest path's Redis budget).
 redis-cli -p "$redis_port" info commandstats | tr -d '\r' | awk -F'[:,=]' -v n="$events" '

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`simulate`]: realistic traffic to NDJSON or to Kafka at a rate.
 //! - [`demo`]: the whole pipeline in one process on an embedded broker and store.
-//! - [`bench`]: throughput of ingest against a real broker and Redis.
+//! - [`bench`]: ingest and behavior-predictor measured against a real broker and Redis.
 //! - [`topics`]: creates the contract's topics on a cluster.
 //! - [`probe`]: small helpers shared by the commands (metrics scraping, RSS).
 

@@ -1,0 +1,435 @@
+//! `funnel bench predictor`: the real behavior-predictor binary on a real broker and
+//! Redis.
+//!
+//! The input is what ingest would publish: simulated traffic goes through ingest's own
+//! [`ingest::pipeline::Processor`] in this process (which also writes the catalog records
+//! `P:i:{item}` the predictor reads), and the resulting canonical events are produced to
+//! a fresh topic. Then:
+//! 1. throughput: a backlog of canonical events is produced before the predictor starts,
+//!    and the predictor is timed from its first to its last consumed event;
+//! 2. latency: more canonical events are produced at a fixed rate, each stamped with
+//!    `ingest_ts_ms` when it is handed to the producer, and a consumer of the predictions
+//!    topic measures from that moment to when it reads the prediction naming the event.
+//!
+//! Not every event gets a prediction: with `predictor.debounce_ms` > 0 (default 1000)
+//! only a session's latest event in a batch is scored, and only when at least that much
+//! event time passed since the session's last published prediction.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use funnel_bus::{
+    BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, OwnedMessage, Producer, Topics,
+};
+use funnel_core::pb::{self, EventType};
+use funnel_proto::pb::behavior::v1::IntentPrediction;
+use funnel_sim::{SimConfig, Simulator};
+use funnel_store::{Keys, RedisConfig, RedisStore, Store};
+use hdrhistogram::Histogram;
+use prost::Message as _;
+use rdkafka::Timestamp;
+
+use super::{Fresh, ServiceChild, ServiceEnv, Target, sibling_binary};
+
+#[derive(clap::Args)]
+pub struct PredictorArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Canonical events in the backlog the throughput is measured on.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Offered rate of the latency run, events per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Length of the latency run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Partitions of the events and predictions topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// The behavior-predictor binary (default: next to this one).
+    #[arg(long)]
+    predictor_bin: Option<PathBuf>,
+    /// Passed as `models.root` (default: the service's, `models` under the working directory).
+    #[arg(long)]
+    models_root: Option<PathBuf>,
+    /// Passed as `models.runtime_library` (default: the service's).
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Passed as `predictor.debounce_ms` (default: the service's, 1000).
+    #[arg(long)]
+    debounce_ms: Option<u64>,
+    /// Log filter of the predictor child.
+    #[arg(long, default_value = "warn")]
+    log_filter: String,
+    /// Where the predictor child's log goes (default: discarded).
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+/// The predictions topic, under the run's prefix.
+const PREDICTIONS: &str = "funnel.predictions.behavior.v1";
+/// Events per produce call of the backlog.
+const CHUNK: usize = 5_000;
+/// `fetch.wait.max.ms` of the consumer that reads predictions back.
+const READER_FETCH_WAIT_MS: &str = "5";
+/// The paced producer sends a slice of events this often.
+const TICK: Duration = Duration::from_millis(5);
+
+pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
+    let Fresh {
+        prefix,
+        topics,
+        kafka,
+    } = Fresh::create(&args.target, args.partitions, &[PREDICTIONS]).await?;
+    let predictions = format!("{prefix}.{PREDICTIONS}");
+    let paced_events = args.rate * args.latency_secs;
+    println!(
+        "funnel bench predictor: {} backlog events, then {} s at {} events/s; {} partitions, broker {}, redis {}",
+        args.events,
+        args.latency_secs,
+        args.rate,
+        args.partitions,
+        args.target.kafka,
+        args.target.redis
+    );
+
+    // 0. Canonical events as ingest makes them, catalog records in Redis.
+    let started = Instant::now();
+    let mut canonical = canonical_events(
+        &args.target.redis,
+        &prefix,
+        &topics,
+        (args.events + paced_events) as usize,
+    )
+    .await?;
+    println!(
+        "  simulate→ingest pipeline (in-process) {:>7.0} events/s  (canonical events prepared, catalog in Redis)",
+        canonical.len() as f64 / started.elapsed().as_secs_f64()
+    );
+    let paced = canonical.split_off(args.events as usize);
+    let backlog = canonical;
+    let user_events = |records: &[OutRecord]| {
+        records
+            .iter()
+            .filter(|r| decode_event(r).is_some_and(|e| e.r#type() != EventType::Item))
+            .count()
+    };
+    let backlog_user_events = user_events(&backlog);
+
+    // 1. The backlog, produced before the predictor starts.
+    let producer = Producer::new(&kafka)?;
+    let started = Instant::now();
+    for chunk in backlog.chunks(CHUNK) {
+        producer.send_all(chunk).await?;
+    }
+    println!(
+        "  produce canonical backlog        {:>9.0} events/s  ({} events, {} of them user events)",
+        backlog.len() as f64 / started.elapsed().as_secs_f64(),
+        backlog.len(),
+        backlog_user_events
+    );
+
+    // 2. The predictor binary, timed from its first to its last consumed event.
+    let bin = sibling_binary(args.predictor_bin, "behavior-predictor")?;
+    let mut extra = vec![
+        ("FUNNEL_TOPICS__EVENTS", topics.events.clone()),
+        ("FUNNEL_TOPICS__PREDICTIONS", predictions.clone()),
+    ];
+    if let Some(root) = &args.models_root {
+        extra.push(("FUNNEL_MODELS__ROOT", root.display().to_string()));
+    }
+    if let Some(lib) = &args.onnxruntime {
+        extra.push(("FUNNEL_MODELS__RUNTIME_LIBRARY", lib.display().to_string()));
+    }
+    if let Some(ms) = args.debounce_ms {
+        extra.push(("FUNNEL_PREDICTOR__DEBOUNCE_MS", ms.to_string()));
+    }
+    let mut child = ServiceChild::spawn(
+        &bin,
+        &ServiceEnv::new(&args.target, &prefix, "predictor", &args.log_filter),
+        &extra,
+        args.log.as_deref(),
+    )?;
+    let name = "behavior-predictor";
+    let rss_ready = child.wait_ready(name).await?;
+    let run = child
+        .follow(name, "behavior_events_in_total", backlog.len() as f64)
+        .await?;
+    // The last batch is counted when fetched: wait until its predictions are out.
+    let published = settled(&child, "behavior_predictions_total").await;
+    println!(
+        "  behavior-predictor from backlog  {:>9.0} events/s  ({:.2} cores, {:.0} events per CPU-second)",
+        run.rate(),
+        run.cores(),
+        run.per_cpu_second()
+    );
+    println!(
+        "  predictions published            {published:>9.0}  ({:.1}% of {backlog_user_events} user events; debounced {:.0})",
+        100.0 * published / backlog_user_events.max(1) as f64,
+        child.counter("behavior_debounced_total").await
+    );
+    println!(
+        "  predictor resident memory MiB    ready {rss_ready:.1}; end {:.1}; peak {:.1}",
+        run.rss_end, run.rss_peak
+    );
+
+    // 3. Latency at a fixed offered rate, read back from the predictions topic.
+    let reader =
+        PredictionReader::start(&args.target.kafka, &prefix, &predictions, published as u64)
+            .await?;
+    let cpu0 = crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0);
+    let started = Instant::now();
+    let (offered, tracked) = produce_paced(&producer, paced, args.rate, &reader.sent).await?;
+    let offered_rate = offered as f64 / started.elapsed().as_secs_f64();
+    child
+        .follow(
+            name,
+            "behavior_events_in_total",
+            (backlog.len() + offered) as f64,
+        )
+        .await?;
+    settled(&child, "behavior_predictions_total").await;
+    let cores = (crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0) - cpu0)
+        / started.elapsed().as_secs_f64();
+    let latencies = reader.finish().await?;
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  latency run: offered {offered_rate:.0} events/s for {:.1} s ({offered} events, {tracked} user events); predictor {cores:.2} cores",
+        offered as f64 / offered_rate
+    );
+    println!(
+        "  event→prediction latency ms      p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}  ({} predictions = {:.1}% of user events)",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        latencies.max() as f64 / 1000.0,
+        latencies.len(),
+        100.0 * latencies.len() as f64 / tracked.max(1) as f64
+    );
+    child.terminate();
+    Ok(())
+}
+
+/// Simulated traffic (no faults) through ingest's pipeline until `wanted` canonical
+/// events came out; its feature writes, catalog records included, land in `redis`.
+async fn canonical_events(
+    redis: &str,
+    prefix: &str,
+    topics: &Topics,
+    wanted: usize,
+) -> anyhow::Result<Vec<OutRecord>> {
+    let store = Store::Redis(
+        RedisStore::connect(&RedisConfig {
+            url: redis.to_string(),
+            key_prefix: prefix.to_string(),
+            ..RedisConfig::default()
+        })
+        .await?,
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut processor = ingest::pipeline::Processor::new(
+        Keys::new(prefix),
+        ingest::config::IngestSettings::default(),
+        topics.clone(),
+        store,
+        ingest::metrics::Metrics::new(&mut registry),
+    );
+    let mut sim = Simulator::new(SimConfig {
+        sessions: None,
+        start_ms: funnel_core::now_ms(),
+        collect_truths: false,
+        ..SimConfig::default()
+    })?;
+    let mut out = Vec::with_capacity(wanted);
+    let mut offset = 0i64;
+    while out.len() < wanted {
+        let raw = sim
+            .by_ref()
+            .take(2_000)
+            .map(|r| {
+                offset += 1;
+                OwnedMessage::new(
+                    Some(r.payload),
+                    r.key.map(String::into_bytes),
+                    topics.raw.clone(),
+                    Timestamp::NotAvailable,
+                    0,
+                    offset,
+                    None,
+                )
+            })
+            .collect::<Vec<_>>();
+        anyhow::ensure!(!raw.is_empty(), "the simulator ended early");
+        // Simulated time may run ahead of the wall clock; none of it is "future".
+        let now_ms = funnel_core::now_ms().max(sim_time(&raw));
+        let batch = processor
+            .process(&raw, now_ms)
+            .await
+            .context("ingest's pipeline failed")?;
+        out.extend(
+            batch
+                .records
+                .into_iter()
+                .filter(|r| r.topic == topics.events),
+        );
+    }
+    out.truncate(wanted);
+    Ok(out)
+}
+
+/// The newest event time in a batch of raw simulated events.
+fn sim_time(raw: &[OwnedMessage]) -> i64 {
+    raw.iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
+        .filter_map(|v| v.get("ts")?.as_i64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn decode_event(record: &OutRecord) -> Option<pb::Event> {
+    pb::Event::decode(record.payload.as_slice()).ok()
+}
+
+/// Produces `records` at `rate` per second in slices every [`TICK`], stamping each event's
+/// `ingest_ts_ms` and noting in `sent` when its slice was handed to the producer.
+/// Returns the events produced and how many of them were user events (tracked).
+async fn produce_paced(
+    producer: &Producer,
+    records: Vec<OutRecord>,
+    rate: u64,
+    sent: &Mutex<HashMap<String, Instant>>,
+) -> anyhow::Result<(usize, usize)> {
+    let per_tick = ((rate as f64 * TICK.as_secs_f64()).round() as usize).max(1);
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    let (mut offered, mut tracked) = (0, 0);
+    for slice in records.chunks(per_tick) {
+        let now = Instant::now();
+        let now_ms = funnel_core::now_ms();
+        let mut stamped = Vec::with_capacity(slice.len());
+        for record in slice {
+            let Some(mut event) = decode_event(record) else {
+                continue;
+            };
+            event.ingest_ts_ms = now_ms;
+            if event.r#type() != EventType::Item {
+                sent.lock()
+                    .expect("lock")
+                    .insert(event.event_id.clone(), now);
+                tracked += 1;
+            }
+            stamped.push(OutRecord {
+                payload: event.encode_to_vec(),
+                ..record.clone()
+            });
+        }
+        offered += stamped.len();
+        // Acknowledgements are awaited aside, so a slow one does not hold the pace.
+        let producer = producer.clone();
+        sends.push(tokio::spawn(
+            async move { producer.send_all(&stamped).await },
+        ));
+        let due = Duration::from_secs_f64(offered as f64 / rate.max(1) as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    for send in sends {
+        send.await??;
+    }
+    Ok((offered, tracked))
+}
+
+/// Reads the predictions topic and records, for each event in `sent`, the time from its
+/// send to its first prediction.
+struct PredictionReader {
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>,
+}
+
+impl PredictionReader {
+    /// Subscribes and returns once the `earlier` predictions already on the topic are
+    /// read, so the latency run starts with the reader caught up.
+    async fn start(
+        brokers: &str,
+        prefix: &str,
+        topic: &str,
+        earlier: u64,
+    ) -> anyhow::Result<PredictionReader> {
+        let mut config = KafkaConfig::new(brokers, &format!("{prefix}-latency"));
+        // The measuring consumer must not add latency of its own: a broker that holds an
+        // empty fetch for librdkafka's default 500 ms would otherwise be measured too.
+        config
+            .options
+            .insert("fetch.wait.max.ms".into(), READER_FETCH_WAIT_MS.into());
+        let consumer = BatchConsumer::subscribe(&config, &[topic], ConsumerMetrics::default())?;
+        let mut read = 0u64;
+        while read < earlier {
+            let batch = tokio::time::timeout(
+                Duration::from_secs(60),
+                consumer.next_batch(10_000, Duration::from_millis(1)),
+            )
+            .await
+            .context("reading earlier predictions stalled for 60 s")??;
+            read += batch.len() as u64;
+        }
+        let sent = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(batch) = tokio::time::timeout(
+                        Duration::from_millis(100),
+                        consumer.next_batch(10_000, Duration::from_millis(1)),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    let read_at = Instant::now();
+                    let mut sent = sent.lock().expect("lock");
+                    for m in batch? {
+                        let Ok(p) = IntentPrediction::decode(m.payload().unwrap_or_default())
+                        else {
+                            continue;
+                        };
+                        if let Some(at) = sent.remove(&p.event_id) {
+                            latencies
+                                .saturating_record(read_at.duration_since(at).as_micros() as u64);
+                        }
+                    }
+                }
+                Ok(latencies)
+            })
+        };
+        Ok(PredictionReader { sent, stop, task })
+    }
+
+    /// Waits a moment for predictions still in flight, then stops reading.
+    async fn finish(self) -> anyhow::Result<Histogram<u64>> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?
+    }
+}
+
+/// The child's counter `metric` once two reads 500 ms apart agree.
+async fn settled(child: &ServiceChild, metric: &str) -> f64 {
+    let mut last = child.counter(metric).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = child.counter(metric).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
