@@ -241,6 +241,19 @@ impl Running {
             .sum()
     }
 
+    /// Waits until the counter `name` reaches `value`.
+    async fn wait_for_metric(&self, name: &str, value: f64) {
+        eventually(WAIT, || async {
+            let now = self.metric(name).await;
+            if now == value {
+                Ok(())
+            } else {
+                Err(format!("{name} is {now}, not {value}"))
+            }
+        })
+        .await;
+    }
+
     async fn client_channel(&self) -> tonic::transport::Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc_addr))
             .unwrap()
@@ -374,15 +387,9 @@ async fn every_event_of_a_scripted_session_is_scored_as_training_scored_it() {
     let users: Vec<_> = predictions.iter().map(|p| p.user_id.clone()).collect();
     assert_eq!(keys, users, "predictions are keyed by user_id");
     // Counted once the batch's state is written, just after its publish.
-    eventually(WAIT, || async {
-        let counted = predictor.metric("behavior_predictions_total").await;
-        if counted == 18.0 {
-            Ok(())
-        } else {
-            Err(format!("{counted} predictions counted"))
-        }
-    })
-    .await;
+    predictor
+        .wait_for_metric("behavior_predictions_total", 18.0)
+        .await;
     predictor.stop().await;
 }
 
@@ -627,6 +634,52 @@ async fn repurchase_reads_the_orders_of_the_stream() {
     for key in keys {
         let ttl: i64 = redis.ttl(&key).await.unwrap();
         assert!(ttl > 0, "key {key} has no TTL ({ttl})");
+    }
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_predictor_resumes_from_its_committed_offsets_and_its_stored_state() {
+    let world = World::start().await;
+    let golden = golden();
+    let reader = world.predictions();
+    let split = golden
+        .events
+        .iter()
+        .position(|e| e.event_id == "p-14")
+        .unwrap();
+    let (first, rest) = golden.events.split_at(split);
+    let first_user_events = first
+        .iter()
+        .filter(|e| e.r#type() != EventType::Item)
+        .count();
+
+    let predictor = world.start_predictor(world.config("bp")).await;
+    world.publish(first).await;
+    wait_for_predictions(&reader, first_user_events).await;
+    predictor.stop().await;
+
+    // A new process: session s-b and the items' clicks continue from Redis.
+    let predictor = world.start_predictor(world.config("bp")).await;
+    world.publish(rest).await;
+    let expected_here = golden.expected.len() - first_user_events;
+    predictor
+        .wait_for_metric("behavior_predictions_total", expected_here as f64)
+        .await;
+    assert_eq!(
+        predictor.metric("behavior_replays_total").await,
+        0.0,
+        "the first process committed its offsets on stop"
+    );
+    let predictions = wait_for_predictions(&reader, golden.expected.len()).await;
+    assert_eq!(predictions.len(), golden.expected.len(), "no duplicates");
+    for p in &predictions {
+        let (_, outputs) = &golden.expected[&p.event_id];
+        assert!(
+            close(p.purchase_probability, outputs[0])
+                && close(p.abandonment_probability, outputs[1]),
+            "{p:?}, training {outputs:?}"
+        );
     }
     predictor.stop().await;
 }
