@@ -2,8 +2,7 @@
 
 use clap::Parser;
 use funnel_runtime::cli::ConfigArgs;
-use funnel_runtime::config::render_masked;
-use funnel_runtime::{EXIT_BAD_CONFIG, Shutdown, load_config, telemetry};
+use funnel_runtime::{Shutdown, telemetry};
 use funnel_store::{RedisStore, Store};
 
 /// Predicts purchase intent and cart abandonment from the canonical event stream.
@@ -16,19 +15,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config: behavior_predictor::Config =
-        match load_config(cli.config.config.as_deref(), std::env::vars()) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("behavior-predictor: {e}");
-                std::process::exit(EXIT_BAD_CONFIG);
-            }
-        };
-    if cli.config.print_config {
-        print!("{}", render_masked(&config));
-        return Ok(());
-    }
+    let config: behavior_predictor::Config = Cli::parse().config.load_or_exit("behavior-predictor");
     let telemetry = telemetry::init(&config.telemetry, "behavior-predictor")?;
     let scorer = tokio::task::block_in_place(|| behavior_predictor::load_scorer(&config))?;
     let listeners = behavior_predictor::Listeners::bind(&config).await?;
