@@ -9,7 +9,7 @@
 # Environment:
 #   BOOTSTRAP_SERVERS   broker list                                  (default kafka:9092)
 #   REPLICATION_FACTOR  replicas per partition                       (default 1)
-#   PARTITIONS          partitions of the event topics               (default 12)
+#   PARTITIONS          partitions of the event, prediction and action topics (default 12)
 #   TOPIC_PREFIX        namespace of every topic name                (default funnel)
 #   KAFKA_BIN           folder of kafka-topics.sh                    (default /opt/kafka/bin)
 #   COMMAND_CONFIG      client properties file (SASL/TLS), optional
@@ -29,16 +29,21 @@ client_args=(--bootstrap-server "$bootstrap")
 if [ -n "${COMMAND_CONFIG:-}" ]; then client_args+=(--command-config "$COMMAND_CONFIG"); fi
 
 # name  partitions  configs (comma-separated key=value, or -). The same names and partition
-# counts as `funnel topics create`; the DLQ also keeps its rejects for 14 days.
+# counts as `funnel topics create`; the DLQ also keeps its rejects for 14 days. Topics with
+# `-` keep the broker's retention (7 days by default).
+#   events.raw, events.v1         ingest in and out
+#   catalog.v1, events.dlq        ingest
+#   predictions.behavior.v1       behavior-predictor out, keyed by user_id like events.v1
+#   actions.conversion.v1         behavior-predictor out (conversion actions)
 topics="
-${prefix}.events.raw   ${partitions}  -
-${prefix}.events.v1    ${partitions}  -
-${prefix}.catalog.v1   6              cleanup.policy=compact
-${prefix}.events.dlq   1              retention.ms=1209600000
+${prefix}.events.raw               ${partitions}  -
+${prefix}.events.v1                ${partitions}  -
+${prefix}.catalog.v1               6              cleanup.policy=compact
+${prefix}.events.dlq               1              retention.ms=1209600000
+${prefix}.predictions.behavior.v1  ${partitions}  -
+${prefix}.actions.conversion.v1    ${partitions}  -
 "
-# Later, with their services:
-#   ${prefix}.predictions.behavior.v1  ${partitions}  -
-#   ${prefix}.actions.conversion.v1    ${partitions}  -
+# Later, with its service:
 #   ${prefix}.recommendations.v1       ${partitions}  -
 
 # The broker may still be electing its controller: wait up to two minutes.
