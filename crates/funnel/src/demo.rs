@@ -1,23 +1,32 @@
 //! `funnel demo`: the whole pipeline in one process. With no Kafka and no
 //! Redis given, librdkafka's in-process mock cluster is the broker and an
 //! in-memory store the feature store; simulated traffic flows through ingest
-//! while a live summary prints progress, rates, DLQ counts and sample outputs.
+//! and behavior-predictor while a live summary prints progress, rates, DLQ
+//! counts, a shopper's features and the latest intent predictions.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use funnel_bus::admin::ensure_topics;
-use funnel_bus::{KafkaConfig, Producer, Topics};
+use funnel_bus::{BatchConsumer, ConsumerMetrics, KafkaConfig, Message, Producer, Topics};
+use funnel_proto::pb::behavior::v1::IntentPrediction;
 use funnel_proto::pb::ingest::v1::GetUserFeaturesRequest;
 use funnel_proto::pb::ingest::v1::features_client::FeaturesClient;
 use funnel_runtime::Shutdown;
 use funnel_sim::Simulator;
 use funnel_store::{MemoryStore, RedisConfig, RedisStore, Store};
+use prost::Message as _;
 
 use crate::probe;
+
+/// Key prefix in the feature store, shared by ingest and behavior-predictor (which reads
+/// ingest's catalog records).
+const KEY_PREFIX: &str = "funnel-demo";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,6 +51,22 @@ pub struct Args {
     /// Admin address (metrics, health).
     #[arg(long, default_value = "127.0.0.1:9464")]
     admin_listen: String,
+    /// gRPC address of behavior-predictor's BehaviorPredictor service.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    predictor_grpc_listen: String,
+    /// behavior-predictor's admin address (metrics, health).
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    predictor_admin_listen: String,
+    /// Directory holding the models (`intent/1`, `repurchase/1`).
+    #[arg(long, default_value = "models")]
+    models_root: PathBuf,
+    /// The ONNX Runtime shared library (installed by scripts/setup.sh).
+    #[arg(
+        long,
+        env = "ORT_DYLIB_PATH",
+        default_value = ".tools/onnxruntime/libonnxruntime.so"
+    )]
+    onnxruntime: PathBuf,
     /// Seconds between summaries.
     #[arg(long, default_value_t = 2)]
     every: u64,
@@ -104,7 +129,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         Some(url) => {
             let cfg = RedisConfig {
                 url: url.clone(),
-                key_prefix: "funnel-demo".into(),
+                key_prefix: KEY_PREFIX.into(),
                 ..RedisConfig::default()
             };
             (
@@ -124,17 +149,54 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     };
     config.grpc.listen = args.grpc_listen.clone();
     config.admin.listen = args.admin_listen.clone();
-    config.redis.key_prefix = "funnel-demo".into();
+    config.redis.key_prefix = KEY_PREFIX.into();
     let listeners = ingest::Listeners::bind(&config).await?;
     let grpc_addr = listeners.grpc.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
-    let ingest = tokio::spawn(ingest::run(config, listeners, store, shutdown.clone()));
+    let ingest = tokio::spawn(ingest::run(
+        config,
+        listeners,
+        store.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut config = behavior_predictor::Config {
+        kafka: KafkaConfig::new(&brokers, "funnel-demo-predictor"),
+        ..behavior_predictor::Config::default()
+    };
+    config.grpc.listen = args.predictor_grpc_listen.clone();
+    config.admin.listen = args.predictor_admin_listen.clone();
+    config.redis.key_prefix = KEY_PREFIX.into();
+    config.models.root = args.models_root.display().to_string();
+    config.models.runtime_library = args.onnxruntime.display().to_string();
+    let scorer = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
+            .await?
+            .context("behavior-predictor cannot load its models (scripts/setup.sh installs ONNX Runtime; see --models-root, --onnxruntime)")?
+    };
+    let model = scorer.intent_info().id;
+    let predictions_topic = config.topics.predictions.clone();
+    let listeners = behavior_predictor::Listeners::bind(&config).await?;
+    let predictor_grpc = listeners.grpc.local_addr()?;
+    let predictor_admin = listeners.admin.local_addr()?;
+    let predictor = tokio::spawn(behavior_predictor::run(
+        config,
+        listeners,
+        store,
+        scorer,
+        shutdown.clone(),
+    ));
+    let predictions = PredictionWatch::start(&brokers, &predictions_topic, shutdown.clone())?;
 
     println!("funnel demo: broker = {broker_label}; feature store = {store_label}");
     println!(
         "  ingest gRPC on {grpc_addr} (funnel.ingest.v1.Features, health, reflection); metrics on http://{admin_addr}/metrics"
+    );
+    println!(
+        "  behavior-predictor ({model}) gRPC on {predictor_grpc} (funnel.behavior.v1.BehaviorPredictor); metrics on http://{predictor_admin}/metrics"
     );
     println!(
         "  simulated traffic at {} events/s ({}% malformed, {}% re-sent); Ctrl-C to stop\n",
@@ -225,6 +287,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             _ = ticker.tick() => {}
         }
         last = summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
+        predictions.print(predictor_admin).await;
         let done_by_time = args
             .duration
             .is_some_and(|d| started.elapsed() >= Duration::from_secs(d));
@@ -232,6 +295,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             // Let ingest drain what was produced before stopping.
             tokio::time::sleep(Duration::from_secs(2)).await;
             summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
+            predictions.print(predictor_admin).await;
             shutdown.trigger();
             break;
         }
@@ -240,6 +304,9 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         eprintln!("simulator stopped: {e:#}");
     }
     ingest.await??;
+    predictor.await??;
+    // Its consumer leaves the group while the (mock) broker still runs.
+    predictions.task.await?;
     println!(
         "demo stopped after {:.0} s",
         started.elapsed().as_secs_f64()
@@ -299,4 +366,77 @@ async fn summary(
         );
     }
     (Instant::now(), consumed)
+}
+
+/// The latest intent predictions, read from the predictions topic as any consumer would.
+struct PredictionWatch {
+    latest: Arc<Mutex<(u64, VecDeque<IntentPrediction>)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Predictions shown per summary.
+const SHOWN_PREDICTIONS: usize = 3;
+
+impl PredictionWatch {
+    /// Reads until `shutdown`.
+    fn start(brokers: &str, topic: &str, shutdown: Shutdown) -> anyhow::Result<PredictionWatch> {
+        let consumer = BatchConsumer::subscribe(
+            &KafkaConfig::new(brokers, "funnel-demo-watch"),
+            &[topic],
+            ConsumerMetrics::default(),
+        )?;
+        let latest = Arc::new(Mutex::new((0, VecDeque::new())));
+        let task = {
+            let latest = Arc::clone(&latest);
+            tokio::spawn(async move {
+                loop {
+                    // Messages of a batch cut short are lost to this reader only.
+                    let batch = tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break,
+                        batch = consumer.next_batch(1_000, Duration::from_millis(10)) => batch,
+                    };
+                    let Ok(batch) = batch else { break };
+                    let mut latest = latest.lock().expect("lock");
+                    for m in batch {
+                        let Ok(p) = IntentPrediction::decode(m.payload().unwrap_or_default())
+                        else {
+                            continue;
+                        };
+                        latest.0 += 1;
+                        latest.1.push_front(p);
+                        latest.1.truncate(SHOWN_PREDICTIONS);
+                    }
+                }
+            })
+        };
+        Ok(PredictionWatch { latest, task })
+    }
+
+    /// The predictor's progress and the latest predictions.
+    async fn print(&self, admin: SocketAddr) {
+        let body = probe::http_get(admin, "/metrics").await.unwrap_or_default();
+        let s = probe::samples(&body);
+        let (read, latest) = {
+            let latest = self.latest.lock().expect("lock");
+            (latest.0, latest.1.iter().cloned().collect::<Vec<_>>())
+        };
+        println!(
+            "        behavior-predictor: consumed {:.0} | predictions {:.0} (debounced {:.0}) | read from the topic {read}",
+            probe::sum(&s, "behavior_events_in_total"),
+            probe::sum(&s, "behavior_predictions_total"),
+            probe::sum(&s, "behavior_debounced_total"),
+        );
+        for p in latest {
+            println!(
+                "        prediction {}@{}: {} session {} purchase {:.3} abandonment {:.3}",
+                p.model,
+                p.model_version,
+                p.user_id,
+                p.session_id,
+                p.purchase_probability,
+                p.abandonment_probability,
+            );
+        }
+    }
 }

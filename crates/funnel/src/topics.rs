@@ -5,12 +5,13 @@ use funnel_bus::{KafkaConfig, Topics};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Create the raw, canonical, catalog (compacted) and DLQ topics if missing.
+    /// Create the raw, canonical, catalog (compacted), DLQ and behavior predictions topics
+    /// if missing.
     Create {
         /// Bootstrap servers.
         #[arg(long, default_value = "localhost:9092")]
         kafka: String,
-        /// Partitions of the raw and canonical topics.
+        /// Partitions of the raw, canonical and predictions topics.
         #[arg(long, default_value_t = 12)]
         partitions: i32,
         /// Replication factor.
@@ -26,6 +27,10 @@ pub fn specs(topics: &Topics, partitions: i32, replication: i32) -> Vec<TopicSpe
         TopicSpec::new(&topics.events, partitions),
         TopicSpec::new(&topics.catalog, partitions.min(6)).compacted(),
         TopicSpec::new(&topics.dlq, 1),
+        TopicSpec::new(
+            &behavior_predictor::config::BehaviorTopics::default().predictions,
+            partitions,
+        ),
     ];
     for s in &mut specs {
         s.replication = replication;
