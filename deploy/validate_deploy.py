@@ -12,6 +12,8 @@ A layer whose tool is not installed is reported as skipped and does not fail the
 - Report               ok / FAIL / skip / warn lines and the closing count
 - parse_dockerfile     BuildKit's own parser when the `dockerfile` package is installed
 - check_dockerfile     stages, pinned bases, non-root user, HEALTHCHECK, binaries, .dockerignore
+- SERVICES             the deployed services, their default ports and topics
+- check_service_config a service's effective config against its ports, topics and the image
 - check_compose        Compose Specification schema, compose-go's loader, Funnel's rules
 - check_k8s            every YAML document, kustomize render, Kubernetes schemas, Funnel's rules
 - check_binaries       (--with-binaries) the built services load the compose and k8s config
@@ -58,6 +60,57 @@ SERVICE_GRACE_SECONDS = 30
 # (FUNNEL_KAFKA__OPTIONS__SASL_MECHANISM).
 FUNNEL_ENV = re.compile(r"^FUNNEL_[A-Z0-9]+(?:_[A-Z0-9]+)*(?:__[A-Z0-9]+(?:_[A-Z0-9]+)*)+$")
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Service:
+    """A deployed Funnel service: its name (the binary, the compose service, the Deployment,
+    Service and PodDisruptionBudget) and the defaults of `<name> --print-config` that the
+    deployments rely on. --with-binaries compares the real configuration with the files."""
+
+    name: str
+    grpc: int
+    admin: int
+    # [topics] key -> default name; every one must be created by create-topics.sh.
+    topics: dict[str, str]
+    # Loads ONNX Runtime and models ([models]): both must be the image's paths.
+    models: bool = False
+
+
+SERVICES = [
+    Service(
+        "ingest",
+        grpc=50051,
+        admin=9464,
+        topics={
+            "raw": "funnel.events.raw",
+            "events": "funnel.events.v1",
+            "catalog": "funnel.catalog.v1",
+            "dlq": "funnel.events.dlq",
+        },
+    ),
+    Service(
+        "behavior-predictor",
+        grpc=50052,
+        admin=9465,
+        topics={
+            "events": "funnel.events.v1",
+            "predictions": "funnel.predictions.behavior.v1",
+            # Conversion actions: the key lands with that feature; the topic exists already.
+            "actions": "funnel.actions.conversion.v1",
+        },
+        models=True,
+    ),
+]
+# [models] defaults (development paths) and the model directories the service loads.
+MODELS_DEFAULTS = {
+    "root": "models",
+    "runtime_library": ".tools/onnxruntime/libonnxruntime.so",
+    "intent": "intent",
+    "intent_version": "1",
+    "repurchase": "repurchase",
+    "repurchase_version": "1",
+}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -159,6 +212,12 @@ class DockerfileFacts:
     exposed: set[int]
     default_cmd: list[str]
     healthcheck: bool
+    # The port the HEALTHCHECK curls, the final WORKDIR and where models/ and
+    # libonnxruntime are copied to.
+    healthcheck_port: int | None = None
+    workdir: str = "/"
+    models_dir: str | None = None
+    onnxruntime_dir: str | None = None
 
 
 class DockerfileError(Exception):
@@ -446,8 +505,16 @@ def check_dockerfile(report: Report) -> DockerfileFacts | None:
     exposed: set[int] = set()
     default_cmd: list[str] = []
     healthcheck = False
+    facts = DockerfileFacts(by_name, final, binaries, exposed, default_cmd, healthcheck)
     if final is not None:
         copies = [(c, _flag(c, "from")) for c in final.all("COPY")]
+        workdir = final.last("WORKDIR")
+        facts.workdir = workdir.value[0] if workdir and workdir.value else "/"
+        for c, src in copies:
+            if src == "onnxruntime":
+                facts.onnxruntime_dir = c.value[-1].rstrip("/")
+            elif src is None and c.value[0].rstrip("/") == "models":
+                facts.models_dir = c.value[-1].rstrip("/")
         report.check(
             any(
                 src == "builder" and any("/out/bin" in v for v in c.value[:-1]) for c, src in copies
@@ -488,25 +555,30 @@ def check_dockerfile(report: Report) -> DockerfileFacts | None:
         )
         health = final.last("HEALTHCHECK")
         healthcheck = bool(health and health.value and health.value[0] != "NONE")
+        facts.healthcheck = healthcheck
+        facts.healthcheck_port = _readyz_port(health.value if healthcheck else [])
         report.check(
             healthcheck
             and "curl" in " ".join(health.value)
             and "/readyz" in " ".join(health.value),
-            "runtime: HEALTHCHECK probes /readyz with curl",
+            f"runtime: HEALTHCHECK probes /readyz with curl (port {facts.healthcheck_port})",
         )
         for expose in final.all("EXPOSE"):
             for port in expose.value:
                 number = port.split("/")[0]
                 if number.isdigit():
                     exposed.add(int(number))
-        report.check(
-            {50051, 9464} <= exposed,
-            f"runtime: EXPOSE gRPC 50051 and admin 9464 (found {sorted(exposed)})",
-        )
+        for svc in SERVICES:
+            report.check(
+                {svc.grpc, svc.admin} <= exposed,
+                f"runtime: EXPOSE {svc.name}'s gRPC {svc.grpc} and admin {svc.admin} "
+                f"(found {sorted(exposed)})",
+            )
         cmd, entrypoint = final.last("CMD"), final.last("ENTRYPOINT")
         report.check(bool(cmd or entrypoint), "runtime: has a CMD or ENTRYPOINT")
         if entrypoint is None and cmd is not None and cmd.json:
             default_cmd = cmd.value
+            facts.default_cmd = default_cmd
             report.check(
                 bool(default_cmd) and default_cmd[0] in binaries,
                 f"runtime: the default command `{' '.join(default_cmd)}` runs a built binary",
@@ -535,7 +607,127 @@ def check_dockerfile(report: Report) -> DockerfileFacts | None:
                         else [f"excluded by .dockerignore: {', '.join(dropped)}"],
                     )
 
-    return DockerfileFacts(by_name, final, binaries, exposed, default_cmd, healthcheck)
+    for svc in SERVICES:
+        report.check(
+            svc.name in binaries,
+            f"builder: BINARIES builds the service {svc.name}",
+            [f"BINARIES = {' '.join(binaries)}"],
+        )
+    return facts
+
+
+# --- a service's configuration ----------------------------------------------------------------
+
+
+def _readyz_port(words: list[str]) -> int | None:
+    """The port of the http://host:port/readyz address in a healthcheck command."""
+    match = re.search(r"://[^/:\s]+:(\d+)/readyz", " ".join(map(str, words)))
+    return int(match.group(1)) if match else None
+
+
+def _listen_port(address: object) -> int | None:
+    match = re.fullmatch(r".*:(\d+)", str(address))
+    return int(match.group(1)) if match else None
+
+
+def created_topics() -> dict[str, str]:
+    """Topic name -> partitions, as create-topics.sh creates them with its defaults."""
+    text = TOPICS_SCRIPT.read_text()
+    defaults = dict(re.findall(r'^(\w+)="\$\{\w+:-([^}]*)\}"$', text, re.M))
+    block = re.search(r'^topics="\n(.*?)^"$', text, re.M | re.S)
+    topics = {}
+    for line in block.group(1).splitlines() if block else []:
+        if line.strip():
+            name, count = (_expand(word, defaults) for word in line.split()[:2])
+            topics[name] = count
+    return topics
+
+
+def service_config(svc: Service, files: dict, env: dict[str, str]) -> dict[str, dict]:
+    """What the service would run with, short of running it: its defaults, then a config file,
+    then FUNNEL_<SECTION>__<KEY> variables (the binary's own order)."""
+    config: dict[str, dict] = {
+        "grpc": {"listen": f"0.0.0.0:{svc.grpc}"},
+        "admin": {"listen": f"0.0.0.0:{svc.admin}"},
+        "topics": dict(svc.topics),
+    }
+    if svc.models:
+        config["models"] = dict(MODELS_DEFAULTS)
+    for section, values in files.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+    for key, value in env.items():
+        parts = key.removeprefix("FUNNEL_").lower().split("__")
+        if key.startswith("FUNNEL_") and len(parts) == 2:
+            config.setdefault(parts[0], {})[parts[1]] = value
+    return config
+
+
+def check_service_config(
+    report: Report,
+    where: str,
+    svc: Service,
+    config: dict[str, dict],
+    ports: set[int],
+    health_port: int | None,
+    image: DockerfileFacts | None,
+) -> None:
+    """The service listens where its container ports and health probes point, the topics it
+    reads and writes are created, and [models] points at the image's files."""
+    grpc = _listen_port(config.get("grpc", {}).get("listen"))
+    admin = _listen_port(config.get("admin", {}).get("listen"))
+    report.check(
+        grpc in ports and admin in ports,
+        f"{where}: listens on gRPC {grpc} and admin {admin}, its container ports",
+        [f"container ports: {sorted(ports)}"],
+    )
+    report.check(
+        health_port == admin,
+        f"{where}: the readiness check targets its admin port ({health_port})",
+        [f"admin.listen port {admin}, healthcheck port {health_port}"],
+    )
+    created = created_topics()
+    wanted = sorted({str(t) for t in config.get("topics", {}).values()})
+    missing = [t for t in wanted if t not in created]
+    report.check(
+        not missing,
+        f"{where}: its topics are created by {rel(TOPICS_SCRIPT)} ({', '.join(wanted)})",
+        [f"not created: {', '.join(missing)}"],
+    )
+    if image is not None:
+        # Files a service reads at start (policy.file, ...) must be in the image, or it stops
+        # with exit 64. Only models/ is copied in; a mounted file needs its path set.
+        for section, values in config.items():
+            for key, value in (values if isinstance(values, dict) else {}).items():
+                if (key == "file" or key.endswith("_file")) and value:
+                    path = os.path.normpath(os.path.join(image.workdir, str(value)))
+                    if not path.startswith(f"{image.models_dir}/"):
+                        report.warn(
+                            f"{where}: {section}.{key} {path} is not in the image (only "
+                            f"{image.models_dir} is): set it to a file the container has"
+                        )
+    models = config.get("models")
+    if models is None or image is None:
+        return
+    root = os.path.normpath(os.path.join(image.workdir, str(models.get("root", ""))))
+    library = os.path.normpath(os.path.join(image.workdir, str(models.get("runtime_library", ""))))
+    report.check(
+        root == image.models_dir,
+        f"{where}: models.root {root} is where the image puts models/ ({image.models_dir})",
+    )
+    report.check(
+        image.onnxruntime_dir is not None
+        and os.path.dirname(library) == image.onnxruntime_dir
+        and os.path.basename(library) == "libonnxruntime.so",
+        f"{where}: models.runtime_library {library} is the image's libonnxruntime.so "
+        f"({image.onnxruntime_dir})",
+    )
+    for model in ("intent", "repurchase"):
+        folder = Path("models") / str(models.get(model)) / str(models.get(f"{model}_version"))
+        report.check(
+            (ROOT / folder / "model.json").is_file() and (ROOT / folder / "model.onnx").is_file(),
+            f"{where}: model {model} {folder}/ (model.json, model.onnx) is in the repository",
+        )
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
@@ -623,7 +815,7 @@ def check_compose(report: Report, image: DockerfileFacts | None) -> None:
             (result.stderr or result.stdout).strip().splitlines()[-10:],
         )
 
-    for name in ("kafka", "kafka-init", "redis", "ingest"):
+    for name in ("kafka", "kafka-init", "redis", *(svc.name for svc in SERVICES)):
         report.check(name in services, f"service {name} is defined")
     report.check(
         "demo" in services.get("simulate", {}).get("profiles", []),
@@ -735,37 +927,15 @@ def check_compose(report: Report, image: DockerfileFacts | None) -> None:
                 f"{name}: runs `{command[0] if command else '?'}`, a binary the Dockerfile builds",
                 [f"BINARIES = {' '.join(image.binaries)}"],
             )
-            for port in service.get("ports", []):
-                target = (
-                    str(port).rsplit(":", 1)[-1].split("/")[0]
-                    if not isinstance(port, dict)
-                    else str(port.get("target"))
+            for target in sorted(_compose_ports(service, image)[0]):
+                report.check(
+                    target in image.exposed,
+                    f"{name}: publishes container port {target}, which the image EXPOSEs",
                 )
-                if target.isdigit():
-                    report.check(
-                        int(target) in image.exposed,
-                        f"{name}: publishes container port {target}, which the image EXPOSEs",
-                    )
 
-    ingest = services.get("ingest", {})
-    grace = duration_seconds(ingest.get("stop_grace_period", "10s"))
-    report.check(
-        grace is not None and grace > SERVICE_GRACE_SECONDS,
-        f"ingest: stop_grace_period {ingest.get('stop_grace_period', '10s (default)')} exceeds the service's {SERVICE_GRACE_SECONDS} s drain",
-    )
-    test = " ".join(map(str, (ingest.get("healthcheck") or {}).get("test", [])))
-    if test:
-        report.check("/readyz" in test, "ingest: healthcheck probes /readyz")
-    conditions = (
-        {d: s.get("condition") for d, s in (ingest.get("depends_on") or {}).items()}
-        if isinstance(ingest.get("depends_on"), dict)
-        else {}
-    )
-    report.check(
-        conditions.get("kafka-init") == "service_completed_successfully"
-        and conditions.get("redis") == "service_healthy",
-        "ingest: starts after kafka-init completed and redis is healthy",
-    )
+    for svc in SERVICES:
+        if svc.name in services:
+            _check_compose_service(report, svc, services[svc.name], image)
 
     kafka_env = (services.get("kafka") or {}).get("environment") or {}
     _check_kraft(
@@ -781,6 +951,67 @@ def check_compose(report: Report, image: DockerfileFacts | None) -> None:
         "create-topics.sh" in init_cmd and rel(TOPICS_SCRIPT) in mounts,
         f"kafka-init: runs {rel(TOPICS_SCRIPT)}",
     )
+
+
+def _compose_env(service: dict) -> dict[str, str]:
+    """A service's environment, ${VAR:-default} resolved to its default."""
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    return {k: _interpolate_defaults(v) for k, v in environment.items()}
+
+
+def _check_compose_service(
+    report: Report, svc: Service, service: dict, image: DockerfileFacts | None
+) -> None:
+    name = svc.name
+    grace = duration_seconds(service.get("stop_grace_period", "10s"))
+    report.check(
+        grace is not None and grace > SERVICE_GRACE_SECONDS,
+        f"{name}: stop_grace_period {service.get('stop_grace_period', '10s (default)')} exceeds the service's {SERVICE_GRACE_SECONDS} s drain",
+    )
+    health = service.get("healthcheck")
+    if health is not None:
+        test = " ".join(map(str, health.get("test", [])))
+        report.check("/readyz" in test, f"{name}: healthcheck probes /readyz")
+    conditions = (
+        {d: s.get("condition") for d, s in (service.get("depends_on") or {}).items()}
+        if isinstance(service.get("depends_on"), dict)
+        else {}
+    )
+    report.check(
+        conditions.get("kafka-init") == "service_completed_successfully"
+        and conditions.get("redis") == "service_healthy",
+        f"{name}: starts after kafka-init completed and redis is healthy",
+    )
+    report.check(
+        service.get("read_only") is True
+        and "ALL" in service.get("cap_drop", [])
+        and "no-new-privileges:true" in service.get("security_opt", []),
+        f"{name}: read-only root filesystem, all capabilities dropped, no-new-privileges",
+    )
+    config = service_config(svc, {}, _compose_env(service))
+    check_service_config(
+        report, f"compose {name}", svc, config, *_compose_ports(service, image), image
+    )
+
+
+def _compose_ports(service: dict, image: DockerfileFacts | None) -> tuple[set[int], int | None]:
+    """The container ports a compose service publishes, and the port its readiness check
+    (its own healthcheck, or else the image's) targets."""
+    ports = set()
+    for port in service.get("ports", []):
+        target = (
+            str(port).rsplit(":", 1)[-1].split("/")[0]
+            if not isinstance(port, dict)
+            else str(port.get("target"))
+        )
+        if target.isdigit():
+            ports.add(int(target))
+    health = service.get("healthcheck")
+    if health is None:
+        return ports, image.healthcheck_port if image is not None else None
+    return ports, _readyz_port(list(map(str, health.get("test", []))))
 
 
 def _listener_names(value: str) -> list[str]:
@@ -993,12 +1224,13 @@ def check_k8s(report: Report, image: DockerfileFacts | None) -> None:
         # As written: resources plus the generated ConfigMaps under their plain names.
         rendered = [d for r in resources for d in loaded.get(r, [])]
         for generator in kustomization.get("configMapGenerator", []):
+            sources = [K8S / f.split("=")[-1] for f in generator.get("files", [])]
             rendered.append(
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {"name": generator["name"]},
-                    "data": {},
+                    "data": {f.name: f.read_text() for f in sources if f.is_file()},
                 }
             )
         origin = "as written"
@@ -1023,145 +1255,14 @@ def check_k8s(report: Report, image: DockerfileFacts | None) -> None:
         if d.get("kind") == "Secret"
     }
     deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
-    ingest = deployments.get("ingest")
-    if not report.check(ingest is not None, "Deployment ingest exists"):
-        return
-    spec = ingest["spec"]
-    pod = spec["template"]["spec"]
-    labels = spec["template"]["metadata"].get("labels", {})
-    container = next((c for c in pod["containers"] if c["name"] == "ingest"), pod["containers"][0])
-    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
-    report.check(
-        spec.get("replicas", 1) >= 2, f"ingest: {spec.get('replicas', 1)} replicas (at least 2)"
-    )
-    report.check(
-        all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
-        "ingest: the selector matches the pod labels",
-    )
-    for probe_name, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        probe = (container.get(probe_name) or {}).get("httpGet") or {}
-        port = probe.get("port")
-        report.check(
-            probe.get("path") == path and (port in ports or port in ports.values()),
-            f"ingest: {probe_name} GETs {path} on a declared container port ({port})",
-        )
-    report.check(
-        ports.get("admin") == 9464 and ports.get("grpc") == 50051,
-        "ingest: container ports grpc 50051 and admin 9464",
-    )
-    if image is not None:
-        report.check(
-            set(ports.values()) <= image.exposed,
-            "ingest: its container ports are EXPOSEd by the image",
-        )
-        command = container.get("command") or image.default_cmd
-        report.check(
-            bool(command) and command[0] in image.binaries,
-            f"ingest: runs `{command[0] if command else '?'}`, a binary the Dockerfile builds",
-        )
-    resources = container.get("resources", {})
-    memory = str(resources.get("limits", {}).get("memory", ""))
-    match = re.fullmatch(r"(\d+)(Mi|Gi)", memory)
-    mebibytes = int(match.group(1)) * (1024 if match.group(2) == "Gi" else 1) if match else 0
-    report.check(
-        all(
-            k in resources.get(kind, {})
-            for kind in ("requests", "limits")
-            for k in ("cpu", "memory")
-        ),
-        "ingest: CPU and memory requests and limits are set",
-    )
-    report.check(
-        150 < mebibytes <= 512,
-        f"ingest: memory limit {memory} leaves headroom over a 150 MB resident set",
-    )
-    grace = pod.get("terminationGracePeriodSeconds", 30)
-    report.check(
-        grace > SERVICE_GRACE_SECONDS,
-        f"ingest: terminationGracePeriodSeconds {grace} exceeds the service's {SERVICE_GRACE_SECONDS} s drain",
-    )
-    pod_sc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
-    report.check(
-        pod_sc.get("runAsNonRoot") is True
-        and isinstance(pod_sc.get("runAsUser"), int)
-        and pod_sc["runAsUser"] != 0,
-        "ingest: runs as non-root (runAsNonRoot, numeric runAsUser)",
-    )
-    report.check(
-        sc.get("readOnlyRootFilesystem") is True
-        and sc.get("allowPrivilegeEscalation") is False
-        and "ALL" in (sc.get("capabilities") or {}).get("drop", []),
-        "ingest: read-only root filesystem, no privilege escalation, all capabilities dropped",
-    )
-    report.check(
-        pod.get("enableServiceLinks") is False,
-        "ingest: enableServiceLinks is false (no injected *_SERVICE_HOST variables)",
-    )
-    for volume in pod.get("volumes", []):
-        if "configMap" in volume:
-            name = volume["configMap"]["name"]
-            report.check(
-                name in configmaps,
-                f"ingest: volume {volume['name']} mounts ConfigMap {name}, which is defined",
-            )
-    for env in container.get("env", []):
-        if env["name"].startswith("FUNNEL_"):
-            report.check(
-                bool(FUNNEL_ENV.match(env["name"])),
-                f"ingest: {env['name']} is FUNNEL_<SECTION>__<KEY>",
-            )
-    for source in container.get("envFrom", []):
-        ref = source.get("secretRef")
-        if ref:
-            report.check(
-                ref["name"] in secrets or ref.get("optional") is True,
-                f"ingest: variables from Secret {ref['name']} (an example is provided, or it is optional)",
-            )
+    for svc in SERVICES:
+        _check_k8s_service(report, svc, rendered, configmaps, secrets, image)
     for name, keys in secrets.items():
         bad = [k for k in keys if not FUNNEL_ENV.match(k)]
         report.check(
             not bad,
             f"Secret {name} (example): every key is a FUNNEL_<SECTION>__<KEY> variable",
             bad,
-        )
-
-    services = [d for d in of_kind("Service") if d["metadata"]["name"] == "ingest"]
-    if report.check(bool(services), "Service ingest exists"):
-        service = services[0]["spec"]
-        report.check(
-            all(labels.get(k) == v for k, v in service.get("selector", {}).items())
-            and bool(service.get("selector")),
-            "Service ingest: selects the ingest pods",
-        )
-        names = {p["name"]: p for p in service.get("ports", [])}
-        report.check(
-            {"grpc", "metrics"} <= set(names), "Service ingest: exposes ports grpc and metrics"
-        )
-        for port in names.values():
-            target = port.get("targetPort", port["port"])
-            report.check(
-                target in ports or target in ports.values(),
-                f"Service ingest: port {port['name']} targets container port {target}",
-            )
-
-    pdbs = [
-        d
-        for d in of_kind("PodDisruptionBudget")
-        if all(
-            labels.get(k) == v
-            for k, v in d["spec"].get("selector", {}).get("matchLabels", {}).items()
-        )
-    ]
-    if report.check(bool(pdbs), "a PodDisruptionBudget selects the ingest pods"):
-        pdb = pdbs[0]["spec"]
-        allows = (
-            pdb.get("maxUnavailable", 0)
-            if "maxUnavailable" in pdb
-            else spec.get("replicas", 1) - pdb.get("minAvailable", 0)
-        )
-        report.check(
-            isinstance(allows, int) and 0 < allows < spec.get("replicas", 1),
-            "the PodDisruptionBudget lets drains proceed yet keeps a pod serving",
         )
 
     jobs = [d for d in of_kind("Job") if d["metadata"]["name"] == "kafka-topics"]
@@ -1194,6 +1295,190 @@ def check_k8s(report: Report, image: DockerfileFacts | None) -> None:
                 _image_pinned(c.get("image", "")),
                 f"Deployment {deployment['metadata']['name']}: image {c.get('image')} is pinned to a tag",
             )
+
+
+def _check_k8s_service(
+    report: Report,
+    svc: Service,
+    rendered: list[dict],
+    configmaps: dict[str, dict],
+    secrets: dict[str, list[str]],
+    image: DockerfileFacts | None,
+) -> None:
+    """Funnel's rules for one service's Deployment, Service and PodDisruptionBudget, and its
+    configuration file against its ports, topics and the image."""
+    name = svc.name
+    found = [
+        d for d in rendered if d.get("kind") == "Deployment" and d["metadata"]["name"] == name
+    ]
+    if not report.check(bool(found), f"Deployment {name} exists"):
+        return
+    spec = found[0]["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    container = next((c for c in pod["containers"] if c["name"] == name), pod["containers"][0])
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    report.check(
+        spec.get("replicas", 1) >= 2, f"{name}: {spec.get('replicas', 1)} replicas (at least 2)"
+    )
+    report.check(
+        all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
+        f"{name}: the selector matches the pod labels",
+    )
+    for probe_name, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        probe = (container.get(probe_name) or {}).get("httpGet") or {}
+        port = probe.get("port")
+        report.check(
+            probe.get("path") == path and (port in ports or port in ports.values()),
+            f"{name}: {probe_name} GETs {path} on a declared container port ({port})",
+        )
+    report.check(
+        ports.get("admin") == svc.admin and ports.get("grpc") == svc.grpc,
+        f"{name}: container ports grpc {svc.grpc} and admin {svc.admin}",
+    )
+    if image is not None:
+        report.check(
+            set(ports.values()) <= image.exposed,
+            f"{name}: its container ports are EXPOSEd by the image",
+        )
+        command = container.get("command") or image.default_cmd
+        report.check(
+            bool(command) and command[0] in image.binaries,
+            f"{name}: runs `{command[0] if command else '?'}`, a binary the Dockerfile builds",
+        )
+    resources = container.get("resources", {})
+    memory = str(resources.get("limits", {}).get("memory", ""))
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", memory)
+    mebibytes = int(match.group(1)) * (1024 if match.group(2) == "Gi" else 1) if match else 0
+    report.check(
+        all(
+            k in resources.get(kind, {})
+            for kind in ("requests", "limits")
+            for k in ("cpu", "memory")
+        ),
+        f"{name}: CPU and memory requests and limits are set",
+    )
+    report.check(
+        150 < mebibytes <= 512,
+        f"{name}: memory limit {memory} leaves headroom over a 150 MB resident set",
+    )
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    report.check(
+        grace > SERVICE_GRACE_SECONDS,
+        f"{name}: terminationGracePeriodSeconds {grace} exceeds the service's {SERVICE_GRACE_SECONDS} s drain",
+    )
+    pod_sc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
+    report.check(
+        pod_sc.get("runAsNonRoot") is True
+        and isinstance(pod_sc.get("runAsUser"), int)
+        and pod_sc["runAsUser"] != 0,
+        f"{name}: runs as non-root (runAsNonRoot, numeric runAsUser)",
+    )
+    report.check(
+        sc.get("readOnlyRootFilesystem") is True
+        and sc.get("allowPrivilegeEscalation") is False
+        and "ALL" in (sc.get("capabilities") or {}).get("drop", []),
+        f"{name}: read-only root filesystem, no privilege escalation, all capabilities dropped",
+    )
+    report.check(
+        pod.get("enableServiceLinks") is False,
+        f"{name}: enableServiceLinks is false (no injected *_SERVICE_HOST variables)",
+    )
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            configmap = volume["configMap"]["name"]
+            report.check(
+                configmap in configmaps,
+                f"{name}: volume {volume['name']} mounts ConfigMap {configmap}, which is defined",
+            )
+    for env in container.get("env", []):
+        if env["name"].startswith("FUNNEL_"):
+            report.check(
+                bool(FUNNEL_ENV.match(env["name"])),
+                f"{name}: {env['name']} is FUNNEL_<SECTION>__<KEY>",
+            )
+    for source in container.get("envFrom", []):
+        ref = source.get("secretRef")
+        if ref:
+            report.check(
+                ref["name"] in secrets or ref.get("optional") is True,
+                f"{name}: variables from Secret {ref['name']} (an example is provided, or it is optional)",
+            )
+
+    services = [
+        d for d in rendered if d.get("kind") == "Service" and d["metadata"]["name"] == name
+    ]
+    if report.check(bool(services), f"Service {name} exists"):
+        service = services[0]["spec"]
+        report.check(
+            all(labels.get(k) == v for k, v in service.get("selector", {}).items())
+            and bool(service.get("selector")),
+            f"Service {name}: selects the {name} pods",
+        )
+        names = {p["name"]: p for p in service.get("ports", [])}
+        report.check(
+            {"grpc", "metrics"} <= set(names), f"Service {name}: exposes ports grpc and metrics"
+        )
+        for port in names.values():
+            target = port.get("targetPort", port["port"])
+            report.check(
+                target in ports or target in ports.values(),
+                f"Service {name}: port {port['name']} targets container port {target}",
+            )
+
+    pdbs = [
+        d
+        for d in rendered
+        if d.get("kind") == "PodDisruptionBudget"
+        and all(
+            labels.get(k) == v
+            for k, v in d["spec"].get("selector", {}).get("matchLabels", {}).items()
+        )
+    ]
+    if report.check(bool(pdbs), f"a PodDisruptionBudget selects the {name} pods"):
+        pdb = pdbs[0]["spec"]
+        allows = (
+            pdb.get("maxUnavailable", 0)
+            if "maxUnavailable" in pdb
+            else spec.get("replicas", 1) - pdb.get("minAvailable", 0)
+        )
+        report.check(
+            isinstance(allows, int) and 0 < allows < spec.get("replicas", 1),
+            f"{name}: the PodDisruptionBudget lets drains proceed yet keeps a pod serving",
+        )
+
+    config_text = _k8s_config_text(container, pod, configmaps)
+    if report.check(
+        config_text is not None, f"{name}: --config names a file of a mounted ConfigMap"
+    ):
+        env = {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+        try:
+            files = tomllib.loads(config_text)
+        except tomllib.TOMLDecodeError:
+            return  # reported with the configMapGenerator files
+        config = service_config(svc, files, env)
+        check_service_config(report, f"k8s {name}", svc, config, *_k8s_ports(container), image)
+
+
+def _k8s_ports(container: dict) -> tuple[set[int], int | None]:
+    """A container's ports, and the port its readiness probe targets (by name or number)."""
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    target = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("port")
+    return set(ports.values()), ports.get(target, target)
+
+
+def _k8s_config_text(container: dict, pod: dict, configmaps: dict[str, dict]) -> str | None:
+    """The file that the container's --config names, out of the ConfigMap mounted there."""
+    args = list(container.get("args", []))
+    if "--config" not in args or args.index("--config") + 1 >= len(args):
+        return None
+    path = Path(args[args.index("--config") + 1])
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if Path(mount["mountPath"]) == path.parent:
+            name = (volumes.get(mount["name"], {}).get("configMap") or {}).get("name")
+            return (configmaps.get(name) or {}).get("data", {}).get(path.name)
+    return None
 
 
 # --- the binaries themselves -------------------------------------------------------------------
@@ -1243,10 +1528,7 @@ def check_binaries(report: Report, image: DockerfileFacts | None, enabled: bool)
         command = _command_list(service.get("entrypoint")) or _command_list(service.get("command"))
         if "build" not in service or not command or command[0] not in executable:
             continue
-        environment = service.get("environment") or {}
-        if isinstance(environment, list):
-            environment = dict(item.partition("=")[::2] for item in environment)
-        env = {k: _interpolate_defaults(v) for k, v in environment.items()}
+        env = _compose_env(service)
         flags = [c for c in command[1:] if c.startswith("--")]
         if flags and command[0] == "funnel":
             # The operator CLI: every flag compose passes must be one the subcommand takes.
@@ -1261,11 +1543,15 @@ def check_binaries(report: Report, image: DockerfileFacts | None, enabled: bool)
             )
             continue
         result = _run_with_env([executable[command[0]], *command[1:], "--print-config"], env)
-        report.check(
+        if report.check(
             result.returncode == 0,
             f"compose {name}: `{command[0]} --print-config` loads its environment ({len(env)} variables)",
             result.stderr.strip().splitlines()[-5:],
-        )
+        ):
+            ports = _compose_ports(service, image)
+            _check_printed_config(
+                report, f"compose {name}", command[0], result.stdout, ports, image
+            )
 
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     generators = {
@@ -1320,11 +1606,35 @@ def check_binaries(report: Report, image: DockerfileFacts | None, enabled: bool)
                 result = _run_with_env(
                     [executable[command[0]], *command[1:], *args, "--print-config"], env
                 )
-                report.check(
+                if report.check(
                     result.returncode == 0,
                     f"{rel(path)}: `{command[0]} --print-config` loads its ConfigMap and the example Secret ({len(env)} variables)",
                     result.stderr.strip().splitlines()[-5:],
-                )
+                ):
+                    _check_printed_config(
+                        report, rel(path), command[0], result.stdout, _k8s_ports(container), image
+                    )
+
+
+def _check_printed_config(
+    report: Report,
+    where: str,
+    binary: str,
+    printed: str,
+    ports: tuple[set[int], int | None],
+    image: DockerfileFacts | None,
+) -> None:
+    """The configuration the binary itself resolved (`--print-config`), against the ports,
+    topics and image paths of its deployment: catches a default that moved in the code."""
+    svc = next((s for s in SERVICES if s.name == binary), None)
+    if svc is None:
+        return
+    try:
+        config = tomllib.loads(printed)
+    except tomllib.TOMLDecodeError as err:
+        report.fail(f"{where}: `{binary} --print-config` prints TOML", [str(err)])
+        return
+    check_service_config(report, f"{where} (as loaded)", svc, config, *ports, image)
 
 
 # --- shell scripts -----------------------------------------------------------------------------
