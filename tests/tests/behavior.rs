@@ -96,6 +96,7 @@ struct World {
     env: Env,
     events_topic: String,
     predictions_topic: String,
+    actions_topic: String,
     producer: FutureProducer,
 }
 
@@ -104,11 +105,13 @@ impl World {
         let env = Env::start(1).await;
         let events_topic = format!("{}.bp.events", env.prefix);
         let predictions_topic = format!("{}.bp.predictions", env.prefix);
+        let actions_topic = format!("{}.bp.actions", env.prefix);
         ensure_topics(
             &KafkaConfig::new(&env.broker.brokers, "admin"),
             &[
                 TopicSpec::new(&events_topic, 1),
                 TopicSpec::new(&predictions_topic, 1),
+                TopicSpec::new(&actions_topic, 1),
             ],
         )
         .await
@@ -123,6 +126,7 @@ impl World {
             env,
             events_topic,
             predictions_topic,
+            actions_topic,
             producer,
         }
     }
@@ -142,6 +146,9 @@ impl World {
         };
         c.topics.events.clone_from(&self.events_topic);
         c.topics.predictions.clone_from(&self.predictions_topic);
+        c.topics.actions.clone_from(&self.actions_topic);
+        // No conversion policy unless a test writes one (see `with_policy`).
+        c.policy.file = String::new();
         c.grpc.listen = "127.0.0.1:0".into();
         c.admin.listen = "127.0.0.1:0".into();
         c.models.root = models_root().display().to_string();
@@ -326,10 +333,15 @@ impl Drop for Running {
 }
 
 fn decode(reader: &TopicReader) -> Vec<IntentPrediction> {
+    decode_all(reader)
+}
+
+/// Every message of the topic as an `M`.
+fn decode_all<M: prost::Message + Default>(reader: &TopicReader) -> Vec<M> {
     reader
         .snapshot()
         .iter()
-        .map(|m| IntentPrediction::decode(m.payload().unwrap()).unwrap())
+        .map(|m| M::decode(m.payload().unwrap()).unwrap())
         .collect()
 }
 
@@ -682,4 +694,321 @@ async fn a_restarted_predictor_resumes_from_its_committed_offsets_and_its_stored
         );
     }
     predictor.stop().await;
+}
+
+// Conversion policy: actions, caps, cool-downs, holdout and reloads.
+
+use funnel_proto::pb::behavior::v1::ConversionAction;
+
+impl World {
+    /// A config whose policy is `policy` (written to a file of this test), reloaded and
+    /// scanned for idle sessions several times a second.
+    fn with_policy(&self, policy: &str) -> (behavior_predictor::Config, PathBuf) {
+        let path = std::env::temp_dir().join(format!("{}-policy.toml", self.env.prefix));
+        std::fs::write(&path, policy).unwrap();
+        let mut c = self.config("bp");
+        c.policy.file = path.display().to_string();
+        c.policy.reload_secs = 1;
+        c.policy.idle_scan_ms = 200;
+        (c, path)
+    }
+
+    fn actions(&self) -> TopicReader {
+        self.env.reader(&self.actions_topic)
+    }
+
+    /// A shopper's session at the wall clock: search, an impression, a view, add to cart
+    /// (the catalog first); then nothing.
+    async fn shop_and_leave(&self, user: &str, session: &str) {
+        let now = funnel_core::now_ms();
+        let raw = [
+            serde_json::json!({"type": "item", "item_id": "sku-1", "title": "sku-1", "category": "electronics/audio/headphones", "brand": "b", "price": 59.9}),
+            serde_json::json!({"type": "search", "query": "headphones", "results": ["sku-1", "sku-2"]}),
+            serde_json::json!({"type": "impression", "item_ids": ["sku-1", "sku-2"], "list": "search"}),
+            serde_json::json!({"type": "click", "item_id": "sku-1", "position": 1}),
+            serde_json::json!({"type": "add_to_cart", "item_id": "sku-1"}),
+        ];
+        let events: Vec<pb::Event> = raw
+            .into_iter()
+            .enumerate()
+            .map(|(n, e)| {
+                event_of(
+                    e,
+                    &format!("{session}-{n}"),
+                    user,
+                    session,
+                    now - 4 + n as i64,
+                )
+            })
+            .collect();
+        self.publish(&events).await;
+    }
+}
+
+/// A canonical event from its JSON fields, as ingest would validate it (catalog events
+/// have no user or session).
+fn event_of(mut e: serde_json::Value, id: &str, user: &str, session: &str, ts: i64) -> pb::Event {
+    e["event_id"] = id.into();
+    e["ts"] = ts.into();
+    if e["type"] != "item" {
+        e["user_id"] = user.into();
+        e["session_id"] = session.into();
+    }
+    parse_event(
+        &serde_json::to_vec(&e).unwrap(),
+        ContentType::Json,
+        &Limits::default(),
+    )
+    .unwrap()
+}
+
+/// A predictor serving `policy`, with readers of its predictions and actions.
+struct PolicyWorld {
+    world: World,
+    predictor: Running,
+    predictions: TopicReader,
+    actions: TopicReader,
+    path: PathBuf,
+}
+
+impl PolicyWorld {
+    async fn start(policy: &str) -> PolicyWorld {
+        let world = World::start().await;
+        let (config, path) = world.with_policy(policy);
+        let predictor = world.start_predictor(config).await;
+        let predictions = world.predictions();
+        let actions = world.actions();
+        PolicyWorld {
+            world,
+            predictor,
+            predictions,
+            actions,
+            path,
+        }
+    }
+}
+
+/// The `n`th action on the topic (from 0), waited for.
+async fn nth_action(actions: &TopicReader, n: usize) -> ConversionAction {
+    actions.wait_for(n + 1, WAIT).await;
+    decode_actions(actions).swap_remove(n)
+}
+
+/// Writes a new version of the policy file and waits until `counter` (reloads or
+/// refusals) is 1.
+async fn rewrite_policy(path: &std::path::Path, policy: &str, predictor: &Running, counter: &str) {
+    std::fs::write(path, policy).unwrap();
+    predictor.wait_for_metric(counter, 1.0).await;
+}
+
+/// Action, arm and policy version.
+fn summary(action: &ConversionAction) -> (&str, &str, &str) {
+    (&action.action, &action.arm, &action.policy_version)
+}
+
+fn decode_actions(reader: &TopicReader) -> Vec<ConversionAction> {
+    decode_all(reader)
+}
+
+/// The prediction of `event_id` on the predictions topic.
+async fn prediction_of(reader: &TopicReader, event_id: &str) -> IntentPrediction {
+    let mut found = None;
+    eventually(WAIT, || {
+        found = decode(reader).into_iter().find(|p| p.event_id == event_id);
+        let done = found.is_some();
+        async move {
+            if done {
+                Ok(())
+            } else {
+                Err(format!("no prediction of {event_id}"))
+            }
+        }
+    })
+    .await;
+    found.unwrap()
+}
+
+/// Asserts `action` carries `prediction`'s session, event and probabilities.
+fn assert_caused_by(action: &ConversionAction, prediction: &IntentPrediction) {
+    let p = action
+        .prediction
+        .as_ref()
+        .expect("the action carries its prediction");
+    assert_eq!(
+        (
+            &p.user_id,
+            &p.session_id,
+            &p.event_id,
+            &p.model,
+            &p.model_version
+        ),
+        (
+            &prediction.user_id,
+            &prediction.session_id,
+            &prediction.event_id,
+            &prediction.model,
+            &prediction.model_version
+        )
+    );
+    assert_eq!(p.purchase_probability, prediction.purchase_probability);
+    assert_eq!(
+        p.abandonment_probability,
+        prediction.abandonment_probability
+    );
+    assert_eq!(p.event_ts_ms, prediction.event_ts_ms);
+}
+
+const REMIND_AFTER_2S: &str = r#"
+version = "t-remind"
+holdout_share = 0.0
+[caps]
+max_actions_per_user = 5
+window_secs = 3600
+[remind_cart]
+min_abandonment = 0.0
+idle_secs = 2
+cooldown_secs = 600
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cart_gets_one_reminder_and_its_cool_down_stops_the_next() {
+    let w = PolicyWorld::start(REMIND_AFTER_2S).await;
+
+    w.world.shop_and_leave("u-1", "s-1").await;
+    let last = prediction_of(&w.predictions, "s-1-4").await;
+    let action = &nth_action(&w.actions, 0).await;
+    assert_eq!(summary(action), ("remind_cart", "treatment", "t-remind"));
+    assert_caused_by(action, &last);
+    let p = action.prediction.as_ref().unwrap();
+    assert!(
+        p.prediction_ts_ms - last.event_ts_ms >= 2_000,
+        "reminded before the idle time: {p:?}"
+    );
+    assert!(action.reason.contains("idle"), "{}", action.reason);
+
+    // Back, then idle again: the rule fires again but the cool-down holds it back.
+    let back = event_of(
+        serde_json::json!({"type": "search", "query": "headphones"}),
+        "s-1-back",
+        "u-1",
+        "s-1",
+        funnel_core::now_ms(),
+    );
+    w.world.send(&back).await;
+    w.predictor
+        .wait_for_metric(
+            "behavior_actions_suppressed_total{action=\"remind_cart\",reason=\"cooldown\"}",
+            1.0,
+        )
+        .await;
+    assert_eq!(decode_actions(&w.actions).len(), 1);
+    assert_eq!(
+        w.predictor
+            .metric("behavior_actions_total{action=\"remind_cart\",arm=\"treatment\"}")
+            .await,
+        1.0
+    );
+
+    // The cool-down and the cap are held in Redis; every key of the service expires.
+    let mut redis = w.world.env.redis.conn().await;
+    let bp = format!("{}:bp:", w.world.env.prefix);
+    let keys: Vec<String> = redis.keys(format!("{bp}*")).await.unwrap();
+    for kind in ["cd:remind_cart:u-1", "cap:u-1"] {
+        assert!(
+            keys.contains(&format!("{bp}{kind}")),
+            "no {kind} in {keys:?}"
+        );
+    }
+    for key in keys {
+        let ttl: i64 = redis.ttl(&key).await.unwrap();
+        assert!(ttl > 0, "key {key} has no TTL ({ttl})");
+    }
+    w.predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frequency_cap_stops_a_second_action_of_another_kind() {
+    let policy = r#"
+version = "t-cap"
+[caps]
+max_actions_per_user = 1
+window_secs = 3600
+[remind_cart]
+min_abandonment = 0.0
+idle_secs = 1
+cooldown_secs = 600
+[offer_coupon]
+min_purchase = 0.0
+max_purchase = 1.0
+min_cart_value = 50.0
+cooldown_secs = 600
+"#;
+    let w = PolicyWorld::start(policy).await;
+
+    w.world.shop_and_leave("u-2", "s-2").await;
+    let added = prediction_of(&w.predictions, "s-2-4").await;
+    w.predictor
+        .wait_for_metric(
+            "behavior_actions_suppressed_total{action=\"remind_cart\",reason=\"cap\"}",
+            1.0,
+        )
+        .await;
+    let sent = decode_actions(&w.actions);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(summary(&sent[0]), ("offer_coupon", "treatment", "t-cap"));
+    assert_caused_by(&sent[0], &added);
+    assert_eq!(
+        sent[0].prediction.as_ref().unwrap().prediction_ts_ms,
+        added.prediction_ts_ms,
+        "the coupon is decided on the stream's own prediction"
+    );
+    assert!(sent[0].reason.contains("59.90"), "{}", sent[0].reason);
+    w.predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holdout_is_recorded_and_a_changed_policy_serves_without_restart_unless_invalid() {
+    let v1 = REMIND_AFTER_2S
+        .replace("t-remind", "v1")
+        .replace("holdout_share = 0.0", "holdout_share = 1.0");
+    let w = PolicyWorld::start(&v1).await;
+
+    // Everyone held out: the decision is published with arm "holdout", nothing else.
+    w.world.shop_and_leave("u-held", "s-held").await;
+    let held = prediction_of(&w.predictions, "s-held-4").await;
+    let first = &nth_action(&w.actions, 0).await;
+    assert_eq!(summary(first), ("remind_cart", "holdout", "v1"));
+    assert_caused_by(first, &held);
+    assert_eq!(
+        w.predictor
+            .metric("behavior_actions_total{action=\"remind_cart\",arm=\"holdout\"}")
+            .await,
+        1.0
+    );
+
+    // v2 holds nobody out; picked up without a restart.
+    let v2 = v1
+        .replace("\"v1\"", "\"v2\"")
+        .replace("holdout_share = 1.0", "holdout_share = 0.0");
+    rewrite_policy(&w.path, &v2, &w.predictor, "behavior_policy_reloads_total").await;
+    w.world.shop_and_leave("u-treated", "s-treated").await;
+    let treated = prediction_of(&w.predictions, "s-treated-4").await;
+    let second = &nth_action(&w.actions, 1).await;
+    assert_eq!(summary(second), ("remind_cart", "treatment", "v2"));
+    assert_caused_by(second, &treated);
+
+    // An invalid v3 is refused; v2 keeps serving.
+    let v3 = v2
+        .replace("\"v2\"", "\"v3\"")
+        .replace("min_abandonment = 0.0", "min_abandonment = 2.0");
+    rewrite_policy(&w.path, &v3, &w.predictor, "behavior_policy_refusals_total").await;
+    w.world.shop_and_leave("u-after", "s-after").await;
+    let third = &nth_action(&w.actions, 2).await;
+    assert_eq!(summary(third), ("remind_cart", "treatment", "v2"));
+    assert_eq!(
+        w.predictor.metric("behavior_policy_reloads_total").await,
+        1.0
+    );
+    w.predictor.stop().await;
+    let _ = std::fs::remove_file(&w.path);
 }

@@ -22,6 +22,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub models: ModelsConfig,
     pub predictor: PredictorSettings,
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -37,6 +38,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             models: ModelsConfig::default(),
             predictor: PredictorSettings::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -50,6 +52,9 @@ pub struct BehaviorTopics {
     /// Intent predictions out (protobuf `funnel.behavior.v1.IntentPrediction`, key
     /// `user_id`). Default `funnel.predictions.behavior.v1`.
     pub predictions: String,
+    /// Conversion actions out (protobuf `funnel.behavior.v1.ConversionAction`, key
+    /// `user_id`). Default `funnel.actions.conversion.v1`.
+    pub actions: String,
 }
 
 impl Default for BehaviorTopics {
@@ -57,6 +62,7 @@ impl Default for BehaviorTopics {
         BehaviorTopics {
             events: "funnel.events.v1".into(),
             predictions: "funnel.predictions.behavior.v1".into(),
+            actions: "funnel.actions.conversion.v1".into(),
         }
     }
 }
@@ -143,6 +149,34 @@ impl Default for PredictorSettings {
     }
 }
 
+/// The conversion policy: where its file is and how often it and idle sessions are checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The policy file (TOML, see [`crate::policy::Policy`]); read and validated at start,
+    /// reloaded when its modification time changes. Empty: no conversion actions.
+    /// Default `crates/behavior-predictor/policy.toml` (the shipped example, relative to
+    /// the working directory like `models.root`).
+    pub file: String,
+    /// How often the file's modification time is checked, in seconds. Default 2.
+    pub reload_secs: u64,
+    /// How often idle sessions with a non-empty cart are looked for, in ms. Default 1000.
+    pub idle_scan_ms: u64,
+    /// Most idle sessions claimed per scan. Default 500.
+    pub idle_scan_max: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            file: "crates/behavior-predictor/policy.toml".into(),
+            reload_secs: 2,
+            idle_scan_ms: 1_000,
+            idle_scan_max: 500,
+        }
+    }
+}
+
 fn check_topic(key: &str, name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 249
@@ -165,6 +199,7 @@ impl Validate for Config {
         self.telemetry.validate()?;
         check_topic("topics.events", &self.topics.events)?;
         check_topic("topics.predictions", &self.topics.predictions)?;
+        check_topic("topics.actions", &self.topics.actions)?;
         for (key, addr) in [
             ("grpc.listen", &self.grpc.listen),
             ("admin.listen", &self.admin.listen),
@@ -192,6 +227,9 @@ impl Validate for Config {
             ("predictor.item_ttl_secs", s.item_ttl_secs),
             ("predictor.orders_max", s.orders_max as u64),
             ("models.sessions", self.models.sessions as u64),
+            ("policy.reload_secs", self.policy.reload_secs),
+            ("policy.idle_scan_ms", self.policy.idle_scan_ms),
+            ("policy.idle_scan_max", self.policy.idle_scan_max as u64),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));
@@ -199,6 +237,10 @@ impl Validate for Config {
         }
         if s.batch_max > 100_000 {
             return Err("predictor.batch_max must be at most 100000".into());
+        }
+        if !self.policy.file.is_empty() {
+            crate::policy::Policy::load(std::path::Path::new(&self.policy.file))
+                .map_err(|e| format!("policy.file {}: {e}", self.policy.file))?;
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! Consumes `funnel.events.v1`, keeps each session's state and each user's history in
 //! Redis, scores purchase intent and cart abandonment with the intent model after the
 //! session's events and publishes `funnel.behavior.v1.IntentPrediction`s to
-//! `funnel.predictions.behavior.v1`; serves `funnel.behavior.v1.BehaviorPredictor` over
+//! `funnel.predictions.behavior.v1`; applies the conversion policy to them and to idle
+//! sessions and publishes `funnel.behavior.v1.ConversionAction`s to
+//! `funnel.actions.conversion.v1`; serves `funnel.behavior.v1.BehaviorPredictor` over
 //! gRPC (intent and repurchase scores with the features used and an explanation). The
 //! features are computed exactly as `models/funnel_models/features.py` computes them
 //! offline; `tests/parity.rs` holds the two together.
@@ -18,17 +20,22 @@
 //! - [`scoring`]: the models in service, batch inference and occlusion explanations.
 //! - [`state`]: the Redis keys of sessions, users, items and event markers.
 //! - [`pipeline`]: one batch of events to predictions and one atomic state write.
+//! - [`policy`]: the conversion policy file, its rules and the holdout split.
+//! - [`conversion`]: the policy applied to predictions and idle sessions, caps and
+//!   cool-downs in Redis, `ConversionAction`s published; the file watcher.
 //! - [`grpc`]: the `BehaviorPredictor` service.
 //! - [`metrics`]: metric names.
 //! - [`run`]: wires it together until shutdown.
 
 pub mod config;
 pub mod context;
+pub mod conversion;
 pub mod features;
 pub mod grpc;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod policy;
 pub mod scoring;
 pub mod state;
 
@@ -141,6 +148,30 @@ pub async fn run(
     )
     .context("failed to start the consumer")?;
     let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
+    let policy_stop = Shutdown::new();
+    let conversion = match (&store, config.policy.file.is_empty()) {
+        (_, true) => None,
+        (Store::Memory(_), false) => {
+            tracing::warn!("conversion policy needs Redis for its caps; no conversion actions");
+            None
+        }
+        (Store::Redis(_), false) => Some(
+            conversion::Conversion::start(
+                conversion::ConversionParts {
+                    settings: config.policy.clone(),
+                    redis: config.redis.clone(),
+                    keys: keys.clone(),
+                    scorer: Arc::clone(&scorer),
+                    producer: producer.clone(),
+                    topic: config.topics.actions.clone(),
+                    session_ttl_secs: config.predictor.session_ttl_secs,
+                    metrics: metrics.clone(),
+                },
+                &policy_stop,
+            )
+            .await?,
+        ),
+    };
     let mut processor = pipeline::Processor::new(
         keys,
         config.predictor.clone(),
@@ -162,10 +193,12 @@ pub async fn run(
         &consumer,
         &producer,
         &mut processor,
+        conversion.as_ref(),
         &metrics,
         &shutdown,
     )
     .await;
+    policy_stop.trigger();
 
     health.set_ready(false, &[SERVICE]).await;
     let grace = Duration::from_secs(config.predictor.shutdown_grace_secs);
@@ -189,6 +222,7 @@ async fn consume(
     consumer: &BatchConsumer,
     producer: &Producer,
     processor: &mut pipeline::Processor,
+    conversion: Option<&conversion::Conversion>,
     metrics: &metrics::Metrics,
     shutdown: &Shutdown,
 ) {
@@ -224,6 +258,10 @@ async fn consume(
                 _ = shutdown.cancelled() => return,
             }
             backoff = (backoff * 2).min(max_backoff);
+        }
+        let outcome = processor.take_outcome();
+        if let Some(conversion) = conversion {
+            conversion.after_batch(outcome).await;
         }
         if let Err(e) = consumer.store(&Offsets::of(&batch)) {
             tracing::warn!(error = %e, "failed to store offsets");

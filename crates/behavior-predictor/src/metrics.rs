@@ -2,6 +2,7 @@
 
 use funnel_bus::ConsumerMetrics;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 
@@ -20,7 +21,15 @@ pub struct Metrics {
     pub purchase_probability: Histogram,
     pub abandonment_probability: Histogram,
     pub consumer: ConsumerMetrics,
+    actions: Family<Labels, Counter>,
+    actions_suppressed: Family<Labels, Counter>,
+    pub policy_reloads: Counter,
+    pub policy_refusals: Counter,
+    pub policy_errors: Counter,
+    pub idle_claimed: Counter,
 }
+
+type Labels = Vec<(&'static str, String)>;
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Metrics {
@@ -39,6 +48,12 @@ impl Metrics {
             purchase_probability: probability(),
             abandonment_probability: probability(),
             consumer: ConsumerMetrics::default(),
+            actions: Family::default(),
+            actions_suppressed: Family::default(),
+            policy_reloads: Counter::default(),
+            policy_refusals: Counter::default(),
+            policy_errors: Counter::default(),
+            idle_claimed: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("behavior");
         r.register(
@@ -101,7 +116,61 @@ impl Metrics {
             "Published P(cart abandoned)",
             m.abandonment_probability.clone(),
         );
+        r.register(
+            "actions",
+            "Conversion actions published, by action and arm (holdout: decided, not acted on)",
+            m.actions.clone(),
+        );
+        r.register(
+            "actions_suppressed",
+            "Conversion decisions not published, by action and reason (cooldown, cap)",
+            m.actions_suppressed.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Conversion policy files reloaded after a change",
+            m.policy_reloads.clone(),
+        );
+        r.register(
+            "policy_refusals",
+            "Changed conversion policy files refused (the previous version kept serving)",
+            m.policy_refusals.clone(),
+        );
+        r.register(
+            "policy_errors",
+            "Conversion policy runs (after a batch, idle scan) that failed on Redis or Kafka",
+            m.policy_errors.clone(),
+        );
+        r.register(
+            "idle_sessions_claimed",
+            "Idle sessions with a cart this instance claimed from the idle set",
+            m.idle_claimed.clone(),
+        );
         m.consumer.register(registry);
         m
     }
+
+    /// The counter of published `action`s in `arm`.
+    pub fn actions(&self, action: &str, arm: &str) -> Counter {
+        labelled(&self.actions, action, ("arm", arm))
+    }
+
+    /// The counter of `action`s suppressed for `reason`.
+    pub fn suppressed(&self, action: &str, reason: &str) -> Counter {
+        labelled(&self.actions_suppressed, action, ("reason", reason))
+    }
+}
+
+/// The counter of `action` with one more label.
+fn labelled(
+    family: &Family<Labels, Counter>,
+    action: &str,
+    (name, value): (&'static str, &str),
+) -> Counter {
+    family
+        .get_or_create(&vec![
+            ("action", action.to_owned()),
+            (name, value.to_owned()),
+        ])
+        .clone()
 }

@@ -24,6 +24,7 @@ use prost::Message as _;
 
 use crate::config::PredictorSettings;
 use crate::context::{CatalogItem, EventContext, item_of};
+use crate::conversion::{BatchOutcome, IdleMark, Scored, cart_of};
 use crate::features::{IntentFeatures, OrderRecord, intent_features};
 use crate::metrics::Metrics;
 use crate::scoring::Scorer;
@@ -74,6 +75,7 @@ pub struct Processor {
     writer: Writer,
     scorer: Arc<Scorer>,
     metrics: Metrics,
+    outcome: BatchOutcome,
 }
 
 impl Processor {
@@ -92,7 +94,14 @@ impl Processor {
             writer: store.writer(),
             scorer,
             metrics,
+            outcome: BatchOutcome::default(),
         }
+    }
+
+    /// What the last processed batch published and how it left its sessions, for the
+    /// conversion policy.
+    pub fn take_outcome(&mut self) -> BatchOutcome {
+        std::mem::take(&mut self.outcome)
     }
 
     /// The intent model serving now, as `name@version`.
@@ -106,16 +115,18 @@ impl Processor {
         messages: &[OwnedMessage],
         producer: &funnel_bus::Producer,
     ) -> Result<(), BatchError> {
+        self.outcome = BatchOutcome::default();
         let incoming = self.decode(messages);
         if incoming.is_empty() {
             return Ok(());
         }
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let (records, batch) = self.plan(&incoming).await?;
+            let (records, batch, outcome) = self.plan(&incoming).await?;
             producer.send_all(&records).await?;
             match self.writer.apply(&batch).await? {
                 ApplyOutcome::Applied => {
                     self.metrics.predictions.inc_by(records.len() as u64);
+                    self.outcome = outcome;
                     return Ok(());
                 }
                 ApplyOutcome::Conflict => {
@@ -155,7 +166,7 @@ impl Processor {
     async fn plan(
         &mut self,
         incoming: &[Incoming],
-    ) -> Result<(Vec<OutRecord>, WriteBatch), BatchError> {
+    ) -> Result<(Vec<OutRecord>, WriteBatch, BatchOutcome), BatchError> {
         let k = &self.keys;
         let mut session_ids: IndexSet<&str> = IndexSet::new();
         let mut user_ids: IndexSet<&str> = IndexSet::new();
@@ -295,13 +306,22 @@ impl Processor {
         }
 
         let chosen = self.debounce(&applied, &mut sessions);
-        let records = self.score(&applied, &chosen).await?;
+        let (records, scored) = self.score(&applied, &chosen).await?;
+        let mut outcome = BatchOutcome {
+            scored,
+            idle: Vec::new(),
+        };
 
         let s = &self.settings;
         for (slot, session_id) in session_ids.iter().enumerate() {
             let (true, Some(session)) = (touched_sessions[slot], &sessions[slot]) else {
                 continue;
             };
+            outcome.idle.push(IdleMark {
+                session_id: (*session_id).to_owned(),
+                last_event_ms: session.state.last_event_ms(),
+                cart_empty: session.state.cart_is_empty(),
+            });
             let key = self.keys.session(session_id);
             batch.hset(&key, SESSION_STATE, to_json(&session.state));
             batch.hset(&key, SESSION_USER, session.user_id.clone());
@@ -323,7 +343,7 @@ impl Processor {
         for item in touched_items {
             batch.expire(&self.keys.item_clicks(item), s.item_ttl_secs);
         }
-        Ok((records, batch))
+        Ok((records, batch, outcome))
     }
 
     /// Which applied events get a prediction (see `predictor.debounce_ms`); records the
@@ -360,9 +380,9 @@ impl Processor {
         &self,
         applied: &[Applied],
         chosen: &[usize],
-    ) -> Result<Vec<OutRecord>, BatchError> {
+    ) -> Result<(Vec<OutRecord>, Vec<Scored>), BatchError> {
         if chosen.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let rows: Vec<IntentFeatures> = chosen.iter().map(|n| applied[*n].features).collect();
         let scorer = Arc::clone(&self.scorer);
@@ -376,6 +396,7 @@ impl Processor {
             .observe(chosen.len() as f64);
         let id = model.id();
         let now = funnel_core::now_ms();
+        let mut scored = Vec::with_capacity(chosen.len());
         let records = chosen
             .iter()
             .zip(scores)
@@ -398,15 +419,20 @@ impl Processor {
                     event_ts_ms: a.ts_ms,
                     prediction_ts_ms: now,
                 };
-                OutRecord::new(
+                let record = OutRecord::new(
                     &self.predictions_topic,
                     Some(a.user_id.as_bytes()),
                     prediction.encode_to_vec(),
                 )
-                .header("content-type", "application/x-protobuf")
+                .header("content-type", "application/x-protobuf");
+                scored.push(Scored {
+                    prediction,
+                    cart: cart_of(&a.features),
+                });
+                record
             })
             .collect();
-        Ok(records)
+        Ok((records, scored))
     }
 }
 

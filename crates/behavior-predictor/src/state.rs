@@ -6,6 +6,9 @@
 //! | `P:bp:u:{user}` | hash | `history` (JSON [`UserHistory`]), `session` (latest session id), `orders` (JSON, the latest `predictor.orders_max` orders) | `predictor.user_ttl_secs`, refreshed on every event |
 //! | `P:bp:i:{item}` | hash | `clicks` (clicks the service has applied) | `predictor.item_ttl_secs`, refreshed on clicks |
 //! | `P:bp:e:{event_id}` | string | `{topic}/{partition}/{offset}\|{session}` of the message that applied it | `predictor.session_ttl_secs` |
+//! | `P:bp:idle` | sorted set | session id -> event time (ms) of its last event, sessions whose cart is not empty | `predictor.session_ttl_secs`, refreshed on every batch; members older than that are pruned by the idle scan |
+//! | `P:bp:cd:{action}:{user}` | string | cool-down of one action for one user | the action's `cooldown_secs` |
+//! | `P:bp:cap:{user}` | string | actions sent to the user in the current cap window | `caps.window_secs`, set by the window's first action |
 //!
 //! The catalog record `P:i:{item}` (fields `price`, `category`) is ingest's and only read.
 
@@ -51,6 +54,19 @@ impl StateKeys {
 
     pub fn event_marker(&self, event_id: &str) -> String {
         format!("{}:bp:e:{event_id}", self.prefix)
+    }
+
+    /// Sessions with a non-empty cart by the event time of their last event.
+    pub fn idle_sessions(&self) -> String {
+        format!("{}:bp:idle", self.prefix)
+    }
+
+    pub fn cooldown(&self, action: &str, user: &str) -> String {
+        format!("{}:bp:cd:{action}:{user}", self.prefix)
+    }
+
+    pub fn cap(&self, user: &str) -> String {
+        format!("{}:bp:cap:{user}", self.prefix)
     }
 
     /// Ingest's catalog record of `item`.

@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_behavior-predictor"));
+    // Relative defaults (`models.root`, `policy.file`) are relative to the repository.
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FUNNEL_")) {
         cmd.env_remove(k);
     }
@@ -60,4 +62,31 @@ fn print_config_shows_every_section_with_its_defaults() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+}
+
+#[test]
+fn a_bad_policy_file_stops_the_process_naming_the_key() {
+    let path = std::env::temp_dir().join(format!("bad-policy-{}.toml", std::process::id()));
+    let shipped = include_str!("../policy.toml");
+    std::fs::write(
+        &path,
+        shipped.replace("max_purchase = 0.6", "max_purchase = 0.2"),
+    )
+    .unwrap();
+    let out = predictor(&[("FUNNEL_POLICY__FILE", path.to_str().unwrap())]);
+    assert_refused_naming(
+        &out,
+        "offer_coupon.min_purchase must not exceed offer_coupon.max_purchase",
+    );
+    std::fs::write(
+        &path,
+        "version = \"x\"\nholdout_share = 0.1\nsurprise = 1\n",
+    )
+    .unwrap();
+    let out = predictor(&[("FUNNEL_POLICY__FILE", path.to_str().unwrap())]);
+    assert_refused_naming(&out, "surprise");
+    let _ = std::fs::remove_file(&path);
+
+    let out = predictor(&[("FUNNEL_POLICY__FILE", "no/such/policy.toml")]);
+    assert_refused_naming(&out, "policy.file no/such/policy.toml");
 }
