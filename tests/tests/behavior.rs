@@ -1,7 +1,8 @@
 //! behavior-predictor against a real broker (Tansu), a real Redis and ONNX Runtime with the
 //! real model files. The events are the scripted stream of `models/intent/1/parity.json`,
 //! produced as canonical events; the predictions must be the golden outputs training
-//! computed for them.
+//! computed for them. The conversion policy tests script their own sessions at the wall
+//! clock and write their policy files to the temp directory.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -155,8 +155,9 @@ impl Default for PredictorSettings {
 pub struct PolicyConfig {
     /// The policy file (TOML, see [`crate::policy::Policy`]); read and validated at start,
     /// reloaded when its modification time changes. Empty: no conversion actions.
-    /// Default `crates/behavior-predictor/policy.toml` (the shipped example, relative to
-    /// the working directory like `models.root`).
+    /// Default `models/policy.toml` (the shipped example; relative to the working
+    /// directory like `models.root`, so it resolves in the repository and in the image,
+    /// which copies `models/`).
     pub file: String,
     /// How often the file's modification time is checked, in seconds. Default 2.
     pub reload_secs: u64,
@@ -169,7 +170,7 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            file: "crates/behavior-predictor/policy.toml".into(),
+            file: "models/policy.toml".into(),
             reload_secs: 2,
             idle_scan_ms: 1_000,
             idle_scan_max: 500,

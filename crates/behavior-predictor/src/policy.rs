@@ -225,7 +225,7 @@ impl Policy {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!("../policy.toml");
+    const SHIPPED: &str = include_str!("../../../models/policy.toml");
 
     #[test]
     fn the_shipped_policy_is_valid() {

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_behavior-predictor"));
-    // Relative defaults (`models.root`, `policy.file`) are relative to the repository.
+    // Relative defaults (`models.root`, `policy.file`) resolve from the repository root.
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FUNNEL_")) {
         cmd.env_remove(k);
@@ -67,7 +67,7 @@ fn print_config_shows_every_section_with_its_defaults() {
 #[test]
 fn a_bad_policy_file_stops_the_process_naming_the_key() {
     let path = std::env::temp_dir().join(format!("bad-policy-{}.toml", std::process::id()));
-    let shipped = include_str!("../policy.toml");
+    let shipped = include_str!("../../../models/policy.toml");
     std::fs::write(
         &path,
         shipped.replace("max_purchase = 0.6", "max_purchase = 0.2"),
