@@ -1013,3 +1013,29 @@ async fn holdout_is_recorded_and_a_changed_policy_serves_without_restart_unless_
     w.predictor.stop().await;
     let _ = std::fs::remove_file(&w.path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_remind_an_idle_cart_once() {
+    let w = PolicyWorld::start(REMIND_AFTER_2S).await;
+    let mut config = w.world.config("bp");
+    config.policy.file = w.path.display().to_string();
+    config.policy.idle_scan_ms = 200;
+    let second = w.world.start_predictor(config).await;
+
+    w.world.shop_and_leave("u-3", "s-3").await;
+    let last = prediction_of(&w.predictions, "s-3-4").await;
+    let action = nth_action(&w.actions, 0).await;
+    assert_eq!(summary(&action), ("remind_cart", "treatment", "t-remind"));
+    assert_caused_by(&action, &last);
+    // Both scan every 200 ms: ten scans each later, still one claim and one action.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let claims = w
+        .predictor
+        .metric("behavior_idle_sessions_claimed_total")
+        .await
+        + second.metric("behavior_idle_sessions_claimed_total").await;
+    assert_eq!(claims, 1.0);
+    assert_eq!(decode_actions(&w.actions).len(), 1);
+    second.stop().await;
+    w.predictor.stop().await;
+}
