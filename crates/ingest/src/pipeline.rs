@@ -25,7 +25,7 @@ use crate::features::{FeatureWriter, ItemInfo, UserState};
 use crate::metrics::{Metrics, ReasonLabel, TypeLabel};
 
 /// Keys remembered as having their TTL (about 130 bytes each).
-const TTL_KEYS: usize = 100_000;
+const TTL_KEYS: usize = 50_000;
 
 /// How often a batch is re-planned after marker conflicts before it fails.
 const MAX_CONFLICT_RETRIES: usize = 5;
