@@ -91,6 +91,18 @@ fn close(actual: f32, golden: f64) -> bool {
     (f64::from(actual) - f64::from(golden as f32)).abs() <= TOLERANCE
 }
 
+/// Asserts `p` carries the outputs training computed for its event.
+fn assert_scored_as_training(p: &IntentPrediction, golden: &Golden) {
+    let (_, outputs) = &golden.expected[&p.event_id];
+    assert!(
+        close(p.purchase_probability, outputs[0]) && close(p.abandonment_probability, outputs[1]),
+        "{}: published [{}, {}], training {outputs:?}",
+        p.event_id,
+        p.purchase_probability,
+        p.abandonment_probability
+    );
+}
+
 /// A test's world: broker, Redis, and the predictor's own topics (one partition, so the
 /// whole stream keeps its order as training replayed it).
 struct World {
@@ -368,16 +380,7 @@ async fn every_event_of_a_scripted_session_is_scored_as_training_scored_it() {
         "one prediction per user event"
     );
     for p in &predictions {
-        let (_, outputs) = &golden.expected[&p.event_id];
-        assert!(
-            close(p.purchase_probability, outputs[0])
-                && close(p.abandonment_probability, outputs[1]),
-            "{}: published [{}, {}], training {:?}",
-            p.event_id,
-            p.purchase_probability,
-            p.abandonment_probability,
-            outputs
-        );
+        assert_scored_as_training(p, &golden);
         assert_eq!(
             (p.model.as_str(), p.model_version.as_str()),
             ("intent", "1")
@@ -687,12 +690,7 @@ async fn a_restarted_predictor_resumes_from_its_committed_offsets_and_its_stored
     let predictions = wait_for_predictions(&reader, golden.expected.len()).await;
     assert_eq!(predictions.len(), golden.expected.len(), "no duplicates");
     for p in &predictions {
-        let (_, outputs) = &golden.expected[&p.event_id];
-        assert!(
-            close(p.purchase_probability, outputs[0])
-                && close(p.abandonment_probability, outputs[1]),
-            "{p:?}, training {outputs:?}"
-        );
+        assert_scored_as_training(p, &golden);
     }
     predictor.stop().await;
 }
@@ -1038,4 +1036,234 @@ async fn two_instances_remind_an_idle_cart_once() {
     assert_eq!(decode_actions(&w.actions).len(), 1);
     second.stop().await;
     w.predictor.stop().await;
+}
+
+/// A models root of its own in the temp directory, holding copies of the shipped intent
+/// and repurchase version 1, so a test can break, add and point at versions.
+struct ModelsCopy {
+    root: PathBuf,
+}
+
+impl ModelsCopy {
+    fn new(prefix: &str) -> ModelsCopy {
+        let root = std::env::temp_dir().join(format!("{prefix}-models"));
+        for model in ["intent", "repurchase"] {
+            copy_version(
+                &models_root().join(model).join("1"),
+                &root.join(model).join("1"),
+            );
+        }
+        ModelsCopy { root }
+    }
+
+    fn card_path(&self, version: &str) -> PathBuf {
+        self.root.join("intent").join(version).join("model.json")
+    }
+
+    fn card(&self, version: &str) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.card_path(version)).unwrap()).unwrap()
+    }
+
+    fn write_card(&self, version: &str, card: &serde_json::Value) {
+        self.replace(
+            &self.card_path(version),
+            &serde_json::to_vec_pretty(card).unwrap(),
+        );
+    }
+
+    /// Writes `path` whole in one step (a rename), as an operator should, so the watcher
+    /// never reads half a file.
+    fn replace(&self, path: &std::path::Path, bytes: &[u8]) {
+        let staged = self.root.join(".staged");
+        std::fs::write(&staged, bytes).unwrap();
+        std::fs::rename(&staged, path).unwrap();
+    }
+
+    /// Version `version` of intent: version 1's model and golden vectors under another name.
+    fn add_intent_version(&self, version: &str) {
+        copy_version(
+            &self.root.join("intent/1"),
+            &self.root.join("intent").join(version),
+        );
+        let mut card = self.card(version);
+        card["version"] = version.into();
+        self.write_card(version, &card);
+    }
+
+    /// Points intent at `version` (the operator's roll-out step).
+    fn serve_intent(&self, version: &str) {
+        self.replace(
+            &self.root.join("intent/serving"),
+            format!("{version}\n").as_bytes(),
+        );
+    }
+}
+
+impl Drop for ModelsCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn copy_version(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Predictions checked against the golden outputs, in topic order, as (event_id, version).
+fn assert_golden(predictions: &[IntentPrediction], golden: &Golden) -> Vec<(String, String)> {
+    for p in predictions {
+        assert_scored_as_training(p, golden);
+        assert_eq!(p.model, "intent");
+    }
+    predictions
+        .iter()
+        .map(|p| (p.event_id.clone(), p.model_version.clone()))
+        .collect()
+}
+
+fn user_events(golden: &Golden) -> Vec<pb::Event> {
+    golden
+        .events
+        .iter()
+        .filter(|e| e.r#type() != EventType::Item)
+        .cloned()
+        .collect()
+}
+
+/// A predictor serving from a [`ModelsCopy`] that it checks every second, and a reader
+/// of its predictions.
+async fn start_swappable() -> (World, Golden, ModelsCopy, Running, TopicReader) {
+    let world = World::start().await;
+    let models = ModelsCopy::new(&world.env.prefix);
+    let mut config = world.config("bp");
+    config.models.root = models.root.display().to_string();
+    config.models.reload_secs = 1;
+    let predictor = world.start_predictor(config).await;
+    let reader = world.predictions();
+    (world, golden(), models, predictor, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_model_version_is_refused_and_the_old_one_keeps_scoring() {
+    let (world, golden, models, predictor, reader) = start_swappable().await;
+    predictor
+        .wait_for_metric("behavior_model_info{model=\"intent\",version=\"1\"}", 1.0)
+        .await;
+
+    let shipped = models.card("1");
+    let mut wrong_checksum = shipped.clone();
+    wrong_checksum["sha256"] = "0".repeat(64).into();
+    models.write_card("1", &wrong_checksum);
+    predictor
+        .wait_for_metric("behavior_model_refusals_total{model=\"intent\"}", 1.0)
+        .await;
+
+    let mut wrong_golden = shipped;
+    let outputs = &mut wrong_golden["golden"]["outputs"]["probabilities"]["data"];
+    outputs[0] = (outputs[0].as_f64().unwrap() + 0.25).into();
+    models.write_card("1", &wrong_golden);
+    predictor
+        .wait_for_metric("behavior_model_refusals_total{model=\"intent\"}", 2.0)
+        .await;
+
+    world.publish(&golden.events).await;
+    let predictions = wait_for_predictions(&reader, golden.expected.len()).await;
+    let scored = assert_golden(&predictions, &golden);
+    assert_eq!(scored.len(), golden.expected.len());
+    assert!(
+        scored.iter().all(|(_, version)| version == "1"),
+        "{scored:?}"
+    );
+    assert_eq!(
+        predictor.metric("behavior_model_swaps_total").await,
+        0.0,
+        "nothing was swapped in"
+    );
+    assert_eq!(
+        predictor
+            .metric("behavior_model_info{model=\"intent\",version=\"1\"}")
+            .await,
+        1.0
+    );
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_swaps_in_under_load_without_losing_a_prediction() {
+    let (world, golden, models, predictor, reader) = start_swappable().await;
+    let catalog: Vec<pb::Event> = golden
+        .events
+        .iter()
+        .filter(|e| e.r#type() == EventType::Item)
+        .cloned()
+        .collect();
+    world.publish(&catalog).await;
+    let events = user_events(&golden);
+    let (before, rest) = events.split_at(events.len() / 3);
+    let (during, after) = rest.split_at(rest.len() / 2);
+
+    for event in before {
+        world.send(event).await;
+    }
+    wait_for_predictions(&reader, before.len()).await;
+    models.add_intent_version("2");
+    models.serve_intent("2");
+    // Events keep arriving while the watcher loads, checks, warms and swaps version 2.
+    for event in during {
+        world.send(event).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    predictor
+        .wait_for_metric("behavior_model_swaps_total{model=\"intent\"}", 1.0)
+        .await;
+    for event in after {
+        world.send(event).await;
+    }
+
+    let predictions = wait_for_predictions(&reader, golden.expected.len()).await;
+    let scored = assert_golden(&predictions, &golden);
+    let mut ids: Vec<&str> = scored.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), golden.expected.len(), "every event scored once");
+    assert_eq!(scored.len(), golden.expected.len(), "no duplicates");
+    let versions: Vec<&str> = scored.iter().map(|(_, v)| v.as_str()).collect();
+    let first_new = versions.iter().position(|v| *v == "2").unwrap();
+    assert!(first_new >= before.len(), "{versions:?}");
+    assert!(
+        versions[..first_new].iter().all(|v| *v == "1"),
+        "{versions:?}"
+    );
+    assert!(
+        versions[first_new..].iter().all(|v| *v == "2"),
+        "{versions:?}"
+    );
+    let last = after.last().unwrap();
+    assert_eq!(
+        predictor
+            .intent(&last.user_id, &last.session_id)
+            .await
+            .model_version,
+        "2"
+    );
+    assert_eq!(
+        predictor
+            .metric("behavior_model_info{model=\"intent\",version=\"2\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        predictor
+            .metric("behavior_model_info{model=\"intent\",version=\"1\"}")
+            .await,
+        0.0,
+        "version 1 no longer reported"
+    );
+    assert_eq!(predictor.metric("behavior_batch_retries").await, 0.0);
+    assert_eq!(predictor.metric("behavior_model_refusals_total").await, 0.0);
+    predictor.stop().await;
 }

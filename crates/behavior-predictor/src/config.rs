@@ -87,6 +87,11 @@ pub struct ModelsConfig {
     /// ONNX Runtime sessions per model, i.e. runs that can proceed at once (the stream's
     /// batches and gRPC requests share them). Default 2.
     pub sessions: usize,
+    /// How often, in seconds, each model's serving version is checked for a change (its
+    /// `<root>/<name>/serving` pointer file, or the files of the version serving); a
+    /// change is loaded, validated and warmed off the serving path, then swapped in
+    /// atomically, or refused while the old version keeps serving. 0: never. Default 5.
+    pub reload_secs: u64,
 }
 
 impl Default for ModelsConfig {
@@ -99,6 +104,7 @@ impl Default for ModelsConfig {
             repurchase: "repurchase".into(),
             repurchase_version: "1".into(),
             sessions: 2,
+            reload_secs: 5,
         }
     }
 }

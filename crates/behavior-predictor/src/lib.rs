@@ -18,6 +18,8 @@
 //!   and categories, item popularity), and the [`EventContext`] it gives each event.
 //! - [`models`]: checks that a loaded model's card lists exactly these features.
 //! - [`scoring`]: the models in service, batch inference and occlusion explanations.
+//! - [`lifecycle`]: which version of each model serves; the watcher that swaps a changed
+//!   one in without restart, or refuses it.
 //! - [`state`]: the Redis keys of sessions, users, items and event markers.
 //! - [`pipeline`]: one batch of events to predictions and one atomic state write.
 //! - [`policy`]: the conversion policy file, its rules and the holdout split.
@@ -32,6 +34,7 @@ pub mod context;
 pub mod conversion;
 pub mod features;
 pub mod grpc;
+pub mod lifecycle;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
@@ -83,7 +86,8 @@ impl Listeners {
     }
 }
 
-/// Loads the ONNX Runtime library and both models (validated and warmed), blocking.
+/// Loads the ONNX Runtime library and both models (validated and warmed), blocking: the
+/// versions their `serving` pointer files name, else the configured ones.
 pub fn load_scorer(config: &Config) -> anyhow::Result<Scorer> {
     let m = &config.models;
     funnel_model::init_runtime(Path::new(&m.runtime_library)).with_context(|| {
@@ -92,10 +96,13 @@ pub fn load_scorer(config: &Config) -> anyhow::Result<Scorer> {
             m.runtime_library
         )
     })?;
+    let root = Path::new(&m.root);
+    let intent_version = lifecycle::serving_version(root, &m.intent, &m.intent_version);
+    let repurchase_version = lifecycle::serving_version(root, &m.repurchase, &m.repurchase_version);
     Scorer::load(
-        Path::new(&m.root),
-        (&m.intent, &m.intent_version),
-        (&m.repurchase, &m.repurchase_version),
+        root,
+        (&m.intent, &intent_version),
+        (&m.repurchase, &repurchase_version),
         m.sessions,
     )
     .with_context(|| format!("failed to load the models under models.root {}", m.root))
@@ -148,7 +155,35 @@ pub async fn run(
     )
     .context("failed to start the consumer")?;
     let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
-    let policy_stop = Shutdown::new();
+    let background_stop = Shutdown::new();
+    for (role, name) in [
+        (scoring::ModelRole::Intent, &config.models.intent),
+        (scoring::ModelRole::Repurchase, &config.models.repurchase),
+    ] {
+        metrics.model_serving(name, &scorer.info(role).id.version, None);
+    }
+    if config.models.reload_secs > 0 {
+        let m = &config.models;
+        tokio::spawn(lifecycle::watch_models(
+            m.root.clone().into(),
+            vec![
+                lifecycle::Watched {
+                    role: scoring::ModelRole::Intent,
+                    name: m.intent.clone(),
+                    configured_version: m.intent_version.clone(),
+                },
+                lifecycle::Watched {
+                    role: scoring::ModelRole::Repurchase,
+                    name: m.repurchase.clone(),
+                    configured_version: m.repurchase_version.clone(),
+                },
+            ],
+            Arc::clone(&scorer),
+            Duration::from_secs(m.reload_secs),
+            metrics.clone(),
+            background_stop.clone(),
+        ));
+    }
     let conversion = match (&store, config.policy.file.is_empty()) {
         (_, true) => None,
         (Store::Memory(_), false) => {
@@ -167,7 +202,7 @@ pub async fn run(
                     session_ttl_secs: config.predictor.session_ttl_secs,
                     metrics: metrics.clone(),
                 },
-                &policy_stop,
+                &background_stop,
             )
             .await?,
         ),
@@ -198,7 +233,7 @@ pub async fn run(
         &shutdown,
     )
     .await;
-    policy_stop.trigger();
+    background_stop.trigger();
 
     health.set_ready(false, &[SERVICE]).await;
     let grace = Duration::from_secs(config.predictor.shutdown_grace_secs);

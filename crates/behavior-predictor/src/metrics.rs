@@ -3,6 +3,7 @@
 use funnel_bus::ConsumerMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +28,9 @@ pub struct Metrics {
     pub policy_refusals: Counter,
     pub policy_errors: Counter,
     pub idle_claimed: Counter,
+    model_info: Family<Labels, Gauge>,
+    model_swaps: Family<Labels, Counter>,
+    model_refusals: Family<Labels, Counter>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -54,6 +58,9 @@ impl Metrics {
             policy_refusals: Counter::default(),
             policy_errors: Counter::default(),
             idle_claimed: Counter::default(),
+            model_info: Family::default(),
+            model_swaps: Family::default(),
+            model_refusals: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("behavior");
         r.register(
@@ -146,6 +153,21 @@ impl Metrics {
             "Idle sessions with a cart this instance claimed from the idle set",
             m.idle_claimed.clone(),
         );
+        r.register(
+            "model_info",
+            "The model version serving, by model and version (1 while it serves)",
+            m.model_info.clone(),
+        );
+        r.register(
+            "model_swaps",
+            "Model versions swapped in without restart, by model",
+            m.model_swaps.clone(),
+        );
+        r.register(
+            "model_refusals",
+            "Changed model versions refused (failed validation; the previous version kept serving), by model",
+            m.model_refusals.clone(),
+        );
         m.consumer.register(registry);
         m
     }
@@ -153,6 +175,38 @@ impl Metrics {
     /// The counter of published `action`s in `arm`.
     pub fn actions(&self, action: &str, arm: &str) -> Counter {
         labelled(&self.actions, action, ("arm", arm))
+    }
+
+    /// Marks `version` of `model` as the one serving, and `replaced` (if any) as no longer.
+    pub fn model_serving(&self, model: &str, version: &str, replaced: Option<&str>) {
+        if let Some(old) = replaced
+            && old != version
+        {
+            self.model_info.remove(&vec![
+                ("model", model.to_owned()),
+                ("version", old.to_owned()),
+            ]);
+        }
+        self.model_info
+            .get_or_create(&vec![
+                ("model", model.to_owned()),
+                ("version", version.to_owned()),
+            ])
+            .set(1);
+    }
+
+    /// The counter of versions of `model` swapped in.
+    pub fn model_swaps(&self, model: &str) -> Counter {
+        self.model_swaps
+            .get_or_create(&vec![("model", model.to_owned())])
+            .clone()
+    }
+
+    /// The counter of versions of `model` refused.
+    pub fn model_refusals(&self, model: &str) -> Counter {
+        self.model_refusals
+            .get_or_create(&vec![("model", model.to_owned())])
+            .clone()
     }
 
     /// The counter of `action`s suppressed for `reason`.

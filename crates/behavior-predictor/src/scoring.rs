@@ -50,6 +50,24 @@ pub fn cold_start_intent() -> IntentFeatures {
 pub struct Scorer {
     intent: ModelHandle,
     repurchase: ModelHandle,
+    options: LoadOptions,
+}
+
+/// Which of the two models a lifecycle operation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelRole {
+    Intent,
+    Repurchase,
+}
+
+impl ModelRole {
+    /// The feature names, in column order, a card of this role must list.
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            ModelRole::Intent => &INTENT_FEATURES,
+            ModelRole::Repurchase => &REPURCHASE_FEATURES,
+        }
+    }
 }
 
 /// A model that failed to load or does not fit the code.
@@ -81,7 +99,38 @@ impl Scorer {
         Ok(Scorer {
             intent: ModelHandle::new(intent),
             repurchase: ModelHandle::new(repurchase),
+            options,
         })
+    }
+
+    fn handle(&self, role: ModelRole) -> &ModelHandle {
+        match role {
+            ModelRole::Intent => &self.intent,
+            ModelRole::Repurchase => &self.repurchase,
+        }
+    }
+
+    /// The version of `role` serving now.
+    pub fn info(&self, role: ModelRole) -> ModelInfo {
+        self.handle(role).info()
+    }
+
+    /// Loads `<root>/<name>/<version>`, validates it like [`Scorer::load`] (signature,
+    /// sha256, golden vectors, feature list, and the same contract as the version serving),
+    /// warms it, then swaps it in for `role` and returns the version it replaced. Runs in
+    /// flight finish on the version they took. Blocking; on any failure the serving
+    /// version stays.
+    pub fn swap(
+        &self,
+        role: ModelRole,
+        root: &Path,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelInfo, ScorerError> {
+        let candidate = Model::from_store(root, name, version, &self.options)?;
+        check_features(&candidate, role.features())?;
+        let previous = self.handle(role).swap(candidate)?;
+        Ok(previous.info().clone())
     }
 
     pub fn intent_info(&self) -> ModelInfo {
