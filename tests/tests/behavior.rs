@@ -1137,11 +1137,19 @@ fn user_events(golden: &Golden) -> Vec<pb::Event> {
 /// A predictor serving from a [`ModelsCopy`] that it checks every second, and a reader
 /// of its predictions.
 async fn start_swappable() -> (World, Golden, ModelsCopy, Running, TopicReader) {
+    start_on_copy(|_, _, _| {}).await
+}
+
+/// [`start_swappable`], with the copy and the config prepared by `prepare` first.
+async fn start_on_copy(
+    prepare: impl FnOnce(&World, &ModelsCopy, &mut behavior_predictor::Config),
+) -> (World, Golden, ModelsCopy, Running, TopicReader) {
     let world = World::start().await;
     let models = ModelsCopy::new(&world.env.prefix);
     let mut config = world.config("bp");
     config.models.root = models.root.display().to_string();
     config.models.reload_secs = 1;
+    prepare(&world, &models, &mut config);
     let predictor = world.start_predictor(config).await;
     let reader = world.predictions();
     (world, golden(), models, predictor, reader)
@@ -1265,5 +1273,54 @@ async fn a_new_version_swaps_in_under_load_without_losing_a_prediction() {
     );
     assert_eq!(predictor.metric("behavior_batch_retries").await, 0.0);
     assert_eq!(predictor.metric("behavior_model_refusals_total").await, 0.0);
+    predictor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_version_is_scored_alongside_and_published_only_to_its_topic() {
+    let shadow_topic = |world: &World| format!("{}.bp.shadow", world.env.prefix);
+    let (world, golden, _models, predictor, reader) = start_on_copy(|world, models, config| {
+        models.add_intent_version("2");
+        config.models.shadow_version = "2".into();
+        config.topics.shadow = shadow_topic(world);
+    })
+    .await;
+    let shadow_topic = shadow_topic(&world);
+    ensure_topics(
+        &KafkaConfig::new(&world.env.broker.brokers, "admin"),
+        &[TopicSpec::new(&shadow_topic, 1)],
+    )
+    .await
+    .unwrap();
+    let shadow = world.env.reader(&shadow_topic);
+
+    world.publish(&golden.events).await;
+    let served = wait_for_predictions(&reader, golden.expected.len()).await;
+    let shadowed = wait_for_predictions(&shadow, golden.expected.len()).await;
+
+    let served = assert_golden(&served, &golden);
+    let shadowed = assert_golden(&shadowed, &golden);
+    assert_eq!(served.len(), golden.expected.len(), "{served:?}");
+    assert!(served.iter().all(|(_, v)| v == "1"), "{served:?}");
+    assert!(shadowed.iter().all(|(_, v)| v == "2"), "{shadowed:?}");
+    let ids = |scored: &[(String, String)]| {
+        let mut ids: Vec<String> = scored.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(ids(&shadowed), ids(&served), "the same events, each once");
+    predictor
+        .wait_for_metric(
+            "behavior_shadow_predictions_total",
+            golden.expected.len() as f64,
+        )
+        .await;
+    assert_eq!(
+        predictor
+            .metric("behavior_model_info{model=\"intent\",version=\"1\"}")
+            .await,
+        1.0,
+        "the shadow does not serve"
+    );
     predictor.stop().await;
 }

@@ -55,6 +55,10 @@ pub struct BehaviorTopics {
     /// Conversion actions out (protobuf `funnel.behavior.v1.ConversionAction`, key
     /// `user_id`). Default `funnel.actions.conversion.v1`.
     pub actions: String,
+    /// Shadow model predictions out (protobuf `funnel.behavior.v1.IntentPrediction` with the
+    /// shadow's version, key `user_id`), written only when `models.shadow_version` is set.
+    /// Default `funnel.predictions.behavior.shadow.v1`.
+    pub shadow: String,
 }
 
 impl Default for BehaviorTopics {
@@ -63,6 +67,7 @@ impl Default for BehaviorTopics {
             events: "funnel.events.v1".into(),
             predictions: "funnel.predictions.behavior.v1".into(),
             actions: "funnel.actions.conversion.v1".into(),
+            shadow: "funnel.predictions.behavior.shadow.v1".into(),
         }
     }
 }
@@ -92,6 +97,10 @@ pub struct ModelsConfig {
     /// change is loaded, validated and warmed off the serving path, then swapped in
     /// atomically, or refused while the old version keeps serving. 0: never. Default 5.
     pub reload_secs: u64,
+    /// A version of the intent model scored alongside the serving one on the same rows and
+    /// published only to `topics.shadow`; it never affects predictions or actions. Loaded
+    /// and validated at start like a serving version. Empty: no shadow. Default empty.
+    pub shadow_version: String,
 }
 
 impl Default for ModelsConfig {
@@ -105,6 +114,7 @@ impl Default for ModelsConfig {
             repurchase_version: "1".into(),
             sessions: 2,
             reload_secs: 5,
+            shadow_version: String::new(),
         }
     }
 }
@@ -207,6 +217,9 @@ impl Validate for Config {
         check_topic("topics.events", &self.topics.events)?;
         check_topic("topics.predictions", &self.topics.predictions)?;
         check_topic("topics.actions", &self.topics.actions)?;
+        if !self.models.shadow_version.is_empty() {
+            check_topic("topics.shadow", &self.topics.shadow)?;
+        }
         for (key, addr) in [
             ("grpc.listen", &self.grpc.listen),
             ("admin.listen", &self.admin.listen),

@@ -20,6 +20,8 @@
 //! - [`scoring`]: the models in service, batch inference and occlusion explanations.
 //! - [`lifecycle`]: which version of each model serves; the watcher that swaps a changed
 //!   one in without restart, or refuses it.
+//! - [`shadow`]: an optional candidate intent version scored alongside, published only to
+//!   the shadow topic.
 //! - [`state`]: the Redis keys of sessions, users, items and event markers.
 //! - [`pipeline`]: one batch of events to predictions and one atomic state write.
 //! - [`policy`]: the conversion policy file, its rules and the holdout split.
@@ -40,6 +42,7 @@ pub mod models;
 pub mod pipeline;
 pub mod policy;
 pub mod scoring;
+pub mod shadow;
 pub mod state;
 
 use std::path::Path;
@@ -207,6 +210,7 @@ pub async fn run(
             .await?,
         ),
     };
+    let shadow = load_shadow(&config, &scorer, &producer, &metrics).await?;
     let mut processor = pipeline::Processor::new(
         keys,
         config.predictor.clone(),
@@ -215,6 +219,9 @@ pub async fn run(
         scorer,
         metrics.clone(),
     );
+    if let Some(shadow) = shadow {
+        processor = processor.with_shadow(shadow);
+    }
     health.set_ready(true, &[SERVICE]).await;
     tracing::info!(
         topic = %config.topics.events,
@@ -248,6 +255,39 @@ pub async fn run(
     let _ = funnel_runtime::shutdown::with_grace("admin server", grace, admin).await;
     tracing::info!("behavior-predictor stopped");
     Ok(())
+}
+
+/// The shadow intent model `models.shadow_version` names, loaded and validated on a
+/// blocking thread; `None` when it is empty.
+async fn load_shadow(
+    config: &Config,
+    scorer: &Arc<Scorer>,
+    producer: &Producer,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<Option<shadow::Shadow>> {
+    let m = &config.models;
+    if m.shadow_version.is_empty() {
+        return Ok(None);
+    }
+    let (scorer, root, name, version) = (
+        Arc::clone(scorer),
+        m.root.clone(),
+        m.intent.clone(),
+        m.shadow_version.clone(),
+    );
+    let model =
+        tokio::task::spawn_blocking(move || scorer.load_shadow(Path::new(&root), &name, &version))
+            .await?
+            .with_context(|| {
+                format!("failed to load models.shadow_version {}", m.shadow_version)
+            })?;
+    tracing::info!(shadow = %model.id(), topic = %config.topics.shadow, "shadow model scoring alongside");
+    Ok(Some(shadow::Shadow::new(
+        model,
+        config.topics.shadow.clone(),
+        producer.clone(),
+        metrics.clone(),
+    )))
 }
 
 /// Fetches a batch, processes it (retrying with backoff until it succeeds or shutdown

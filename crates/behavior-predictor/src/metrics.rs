@@ -28,6 +28,9 @@ pub struct Metrics {
     pub policy_refusals: Counter,
     pub policy_errors: Counter,
     pub idle_claimed: Counter,
+    pub shadow_predictions: Counter,
+    pub shadow_errors: Counter,
+    pub shadow_skipped: Counter,
     model_info: Family<Labels, Gauge>,
     model_swaps: Family<Labels, Counter>,
     model_refusals: Family<Labels, Counter>,
@@ -58,6 +61,9 @@ impl Metrics {
             policy_refusals: Counter::default(),
             policy_errors: Counter::default(),
             idle_claimed: Counter::default(),
+            shadow_predictions: Counter::default(),
+            shadow_errors: Counter::default(),
+            shadow_skipped: Counter::default(),
             model_info: Family::default(),
             model_swaps: Family::default(),
             model_refusals: Family::default(),
@@ -167,6 +173,21 @@ impl Metrics {
             "model_refusals",
             "Changed model versions refused (failed validation; the previous version kept serving), by model",
             m.model_refusals.clone(),
+        );
+        r.register(
+            "shadow_predictions",
+            "Shadow model predictions published to the shadow topic",
+            m.shadow_predictions.clone(),
+        );
+        r.register(
+            "shadow_errors",
+            "Shadow runs that failed (inference or publish); their batch has no shadow predictions",
+            m.shadow_errors.clone(),
+        );
+        r.register(
+            "shadow_skipped",
+            "Rows not shadow-scored because too many shadow runs were pending",
+            m.shadow_skipped.clone(),
         );
         m.consumer.register(registry);
         m

@@ -28,6 +28,7 @@ use crate::conversion::{BatchOutcome, IdleMark, Scored, cart_of};
 use crate::features::{IntentFeatures, OrderRecord, intent_features};
 use crate::metrics::Metrics;
 use crate::scoring::Scorer;
+use crate::shadow::Shadow;
 use crate::state::{
     ITEM_CLICKS, SESSION_FIELDS, SESSION_LAST_EVENT, SESSION_PUBLISHED_TS, SESSION_STATE,
     SESSION_USER, StateKeys, StoredSession, StoredUser, USER_HISTORY, USER_ORDERS, USER_SESSION,
@@ -76,6 +77,9 @@ pub struct Processor {
     scorer: Arc<Scorer>,
     metrics: Metrics,
     outcome: BatchOutcome,
+    shadow: Option<Shadow>,
+    /// The feature rows of the batch's published predictions, in order, for the shadow.
+    shadow_rows: Vec<IntentFeatures>,
 }
 
 impl Processor {
@@ -95,7 +99,15 @@ impl Processor {
             scorer,
             metrics,
             outcome: BatchOutcome::default(),
+            shadow: None,
+            shadow_rows: Vec::new(),
         }
+    }
+
+    /// Also scores every published prediction's row with `shadow` (see [`crate::shadow`]).
+    pub fn with_shadow(mut self, shadow: Shadow) -> Self {
+        self.shadow = Some(shadow);
+        self
     }
 
     /// What the last processed batch published and how it left its sessions, for the
@@ -126,6 +138,10 @@ impl Processor {
             match self.writer.apply(&batch).await? {
                 ApplyOutcome::Applied => {
                     self.metrics.predictions.inc_by(records.len() as u64);
+                    if let Some(shadow) = &self.shadow {
+                        let served = outcome.scored.iter().map(|s| s.prediction.clone());
+                        shadow.publish(std::mem::take(&mut self.shadow_rows), served.collect());
+                    }
                     self.outcome = outcome;
                     return Ok(());
                 }
@@ -307,6 +323,9 @@ impl Processor {
 
         let chosen = self.debounce(&applied, &mut sessions);
         let (records, scored) = self.score(&applied, &chosen).await?;
+        if self.shadow.is_some() {
+            self.shadow_rows = chosen.iter().map(|n| applied[*n].features).collect();
+        }
         let mut outcome = BatchOutcome {
             scored,
             idle: Vec::new(),

@@ -147,20 +147,22 @@ impl Scorer {
         rows: &[IntentFeatures],
     ) -> Result<(Arc<Model>, Vec<IntentScore>), funnel_model::ModelError> {
         let model = self.intent.current();
-        if rows.is_empty() {
-            return Ok((model, Vec::new()));
-        }
-        let matrix = Array2::from_shape_fn((rows.len(), INTENT_FEATURE_COUNT), |(r, c)| rows[r][c]);
-        let probabilities = model.predict(matrix.view())?;
-        let scores = probabilities
-            .rows()
-            .into_iter()
-            .map(|row| IntentScore {
-                purchase: row[0],
-                abandonment: row[1],
-            })
-            .collect();
+        let scores = score_intent(&model, rows)?;
         Ok((model, scores))
+    }
+
+    /// Loads `<root>/<name>/<version>` as an intent shadow: validated like a version to
+    /// serve, and checked to give both intent probabilities. Blocking.
+    pub fn load_shadow(
+        &self,
+        root: &Path,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<Model>, ScorerError> {
+        let shadow = Model::from_store(root, name, version, &self.options)?;
+        check_features(&shadow, &INTENT_FEATURES)?;
+        score_intent(&shadow, &[cold_start_intent()])?;
+        Ok(Arc::new(shadow))
     }
 
     /// Scores one intent row and explains P(purchase) by occlusion, in one run; blocking.
@@ -200,6 +202,36 @@ impl Scorer {
         );
         Ok((model.info().clone(), scores[0], top))
     }
+}
+
+/// Scores intent rows with `model` in one run; blocking. A model whose output is not two
+/// probabilities per row (purchase, abandonment) is an error, not a panic.
+pub fn score_intent(
+    model: &Model,
+    rows: &[IntentFeatures],
+) -> Result<Vec<IntentScore>, funnel_model::ModelError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let matrix = Array2::from_shape_fn((rows.len(), INTENT_FEATURE_COUNT), |(r, c)| rows[r][c]);
+    let probabilities = model.predict(matrix.view())?;
+    if probabilities.ncols() != 2 {
+        return Err(funnel_model::ModelError::NotTabular {
+            model: model.id().to_string(),
+            reason: format!(
+                "{} probabilities per row instead of 2",
+                probabilities.ncols()
+            ),
+        });
+    }
+    Ok(probabilities
+        .rows()
+        .into_iter()
+        .map(|row| IntentScore {
+            purchase: row[0],
+            abandonment: row[1],
+        })
+        .collect())
 }
 
 /// The row itself, then one copy per feature with that feature at its reference.
