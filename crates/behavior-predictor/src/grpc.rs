@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use funnel_proto::pb::behavior::v1 as pb;
 use funnel_proto::pb::behavior::v1::behavior_predictor_server::BehaviorPredictor;
+use funnel_runtime::grpc::check_id;
 use funnel_store::{Read, Store};
 use tonic::{Request, Response, Status};
 
 use crate::features::{INTENT_FEATURES, REPURCHASE_FEATURES, intent_features, repurchase_features};
 use crate::scoring::{Impact, Scorer, cold_start_intent};
 use crate::state::{SESSION_FIELDS, StateKeys, StoredSession, StoredUser, USER_FIELDS};
-
-const MAX_ID_BYTES: usize = 128;
 
 /// The gRPC edge: validates requests; store and model failures become `UNAVAILABLE` and
 /// `INTERNAL` without their text.
@@ -58,19 +57,6 @@ impl BehaviorService {
             .await?;
         Ok(StoredSession::from_fields(fields))
     }
-}
-
-fn check_id(field: &str, id: &str, required: bool) -> Result<(), Status> {
-    if required && id.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} is {} bytes, more than {MAX_ID_BYTES}",
-            id.len()
-        )));
-    }
-    Ok(())
 }
 
 fn unavailable(e: funnel_store::StoreError) -> Status {

@@ -56,7 +56,6 @@ use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 pub use context::{CatalogItem, EventContext, StreamContext};
@@ -128,18 +127,14 @@ pub async fn run(
     let scorer = Arc::new(scorer);
     let keys = state::StateKeys::new(&config.redis.key_prefix);
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(funnel_proto::BEHAVIOR_FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("failed to build gRPC reflection")?;
     let service = grpc::BehaviorService::new(store.clone(), keys.clone(), Arc::clone(&scorer));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(BehaviorPredictorServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), servers.wait());
-    let grpc = tokio::spawn(grpc);
+    let grpc = funnel_runtime::grpc::spawn_server(
+        listeners.grpc,
+        health_service,
+        funnel_proto::BEHAVIOR_FILE_DESCRIPTOR_SET,
+        |router| router.add_service(BehaviorPredictorServer::new(service)),
+        &servers,
+    )?;
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         Arc::clone(&registry),

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
 

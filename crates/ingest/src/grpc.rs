@@ -2,10 +2,10 @@
 
 use funnel_proto::pb::ingest::v1 as pb;
 use funnel_proto::pb::ingest::v1::features_server::Features;
+use funnel_runtime::grpc::check_id;
 use funnel_store::FeatureReader;
 use tonic::{Request, Response, Status};
 
-const MAX_ID_BYTES: usize = 128;
 const DEFAULT_NEIGHBOURS: u32 = 20;
 const MAX_NEIGHBOURS: u32 = 200;
 
@@ -21,19 +21,6 @@ impl FeaturesService {
     }
 }
 
-fn check_id(field: &str, id: &str) -> Result<(), Status> {
-    if id.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} is {} bytes, more than {MAX_ID_BYTES}",
-            id.len()
-        )));
-    }
-    Ok(())
-}
-
 fn unavailable(e: funnel_store::StoreError) -> Status {
     tracing::error!(error = %e, "feature store read failed");
     Status::unavailable("feature store unavailable")
@@ -46,7 +33,7 @@ impl Features for FeaturesService {
         request: Request<pb::GetUserFeaturesRequest>,
     ) -> Result<Response<pb::UserFeatures>, Status> {
         let req = request.into_inner();
-        check_id("user_id", &req.user_id)?;
+        check_id("user_id", &req.user_id, true)?;
         let features = self.reader.user(&req.user_id).await.map_err(unavailable)?;
         Ok(Response::new(features))
     }
@@ -56,7 +43,7 @@ impl Features for FeaturesService {
         request: Request<pb::GetItemFeaturesRequest>,
     ) -> Result<Response<pb::ItemFeatures>, Status> {
         let req = request.into_inner();
-        check_id("item_id", &req.item_id)?;
+        check_id("item_id", &req.item_id, true)?;
         let neighbours = match req.neighbours {
             0 => DEFAULT_NEIGHBOURS,
             n if n > MAX_NEIGHBOURS => {

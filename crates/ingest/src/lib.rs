@@ -28,7 +28,6 @@ use funnel_store::{FeatureReader, Keys, Store};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 
@@ -70,17 +69,13 @@ pub async fn run(
 
     let keys = Keys::new(&config.redis.key_prefix);
     let reader = FeatureReader::new(store.clone(), keys.clone());
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(funnel_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("failed to build gRPC reflection")?;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(FeaturesServer::new(grpc::FeaturesService::new(reader)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), servers.wait());
-    let grpc = tokio::spawn(grpc);
+    let grpc = funnel_runtime::grpc::spawn_server(
+        listeners.grpc,
+        health_service,
+        funnel_proto::FILE_DESCRIPTOR_SET,
+        |router| router.add_service(FeaturesServer::new(grpc::FeaturesService::new(reader))),
+        &servers,
+    )?;
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         Arc::clone(&registry),

@@ -1,0 +1,68 @@
+//! What every service's gRPC server shares: health and reflection beside its
+//! own services, shutdown, and the id checks at the edge.
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic::transport::server::Router;
+use tonic_health::pb::health_server::{Health, HealthServer};
+
+use crate::Shutdown;
+
+/// Longest id (user, session, item) a request may carry, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// `INVALID_ARGUMENT` naming `field` when `id` is missing (and `required`)
+/// or longer than [`MAX_ID_BYTES`].
+pub fn check_id(field: &str, id: &str, required: bool) -> Result<(), Status> {
+    if required && id.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes, more than {MAX_ID_BYTES}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Serves on `listener` the health service, server reflection over
+/// `descriptor_set` (and health's own), and what `routes` adds, until
+/// `shutdown` triggers.
+pub fn spawn_server(
+    listener: TcpListener,
+    health: HealthServer<impl Health>,
+    descriptor_set: &[u8],
+    routes: impl FnOnce(Router) -> Router,
+    shutdown: &Shutdown,
+) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("failed to build gRPC reflection: {e}"))?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection);
+    let server = routes(router)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait());
+    Ok(tokio::spawn(server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_for_presence_and_length() {
+        assert!(check_id("user_id", "u-1", true).is_ok());
+        assert!(check_id("session_id", "", false).is_ok());
+        let missing = check_id("user_id", "", true).unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+        assert_eq!(missing.message(), "user_id is required");
+        let long = check_id("item_id", &"x".repeat(129), false).unwrap_err();
+        assert_eq!(long.message(), "item_id is 129 bytes, more than 128");
+    }
+}
