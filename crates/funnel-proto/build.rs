@@ -17,6 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[proto_root.join("funnel/behavior/v1/behavior.proto")],
             std::slice::from_ref(&proto_root),
         )?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("recommender_descriptor.bin"))
+        .compile_protos(
+            &[proto_root.join("funnel/recommender/v1/recommender.proto")],
+            std::slice::from_ref(&proto_root),
+        )?;
     println!("cargo:rerun-if-changed={}", proto_root.display());
     Ok(())
 }

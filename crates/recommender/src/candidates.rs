@@ -1,0 +1,333 @@
+//! Candidate sources. Each produces items with a score of its own, tagged with its name;
+//! an item several sources produce carries every tag (the ranker's `n_sources`).
+//!
+//! - `covis`: co-visited with the anchors (ingest's `P:i:{item}:covis`), each list
+//!   normalised by its maximum and weighted 1/(1+i) by anchor rank.
+//! - `bought`: bought together with the bought-together anchors, the same way.
+//! - `embedding`: the anchors' nearest neighbours in the item embeddings.
+//! - `popular`: top items of the context item's category and its parent, of the user's
+//!   recent categories, and trending over every top-level category (today + yesterday).
+//! - `recent`: the user's own recent items.
+//! - `content`: items sharing the anchors' leaf category, brand or title words, scored by
+//!   content similarity, items new to the catalog first; without anchors, the newest items
+//!   of the trending items' categories (cold start).
+
+use std::collections::HashMap;
+
+use crate::catalog::{CatalogData, Popularity};
+use crate::config::CandidateLimits;
+use crate::embeddings::Embeddings;
+use crate::features::{
+    ItemLookup, Neighbours, Prepared, RankInputs, content_similarity, recent_distinct,
+};
+
+/// A candidate source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Covis,
+    Bought,
+    Embedding,
+    Popular,
+    Recent,
+    Content,
+}
+
+impl Source {
+    pub const ALL: [Source; 6] = [
+        Source::Covis,
+        Source::Bought,
+        Source::Embedding,
+        Source::Popular,
+        Source::Recent,
+        Source::Content,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Covis => "covis",
+            Source::Bought => "bought",
+            Source::Embedding => "embedding",
+            Source::Popular => "popular",
+            Source::Recent => "recent",
+            Source::Content => "content",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// One candidate and the sources that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub item: String,
+    sources: u8,
+}
+
+impl Candidate {
+    pub fn sources(&self) -> impl Iterator<Item = Source> + '_ {
+        Source::ALL
+            .into_iter()
+            .filter(|s| self.sources & s.bit() != 0)
+    }
+
+    pub fn source_count(&self) -> usize {
+        self.sources.count_ones() as usize
+    }
+}
+
+/// Candidates in the order sources produced them, at most `max`.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    pub list: Vec<Candidate>,
+    index: HashMap<String, usize>,
+    max: usize,
+    /// Items each source produced (also those already produced by another).
+    pub produced: HashMap<Source, usize>,
+}
+
+impl Candidates {
+    pub fn new(max: usize) -> Self {
+        Candidates {
+            max,
+            ..Candidates::default()
+        }
+    }
+
+    /// Adds `items` of `source` (best first), up to `limit` of them.
+    fn add<'a>(&mut self, source: Source, items: impl IntoIterator<Item = &'a str>, limit: usize) {
+        let mut n = 0;
+        for item in items {
+            if n == limit {
+                break;
+            }
+            match self.index.get(item) {
+                Some(at) => self.list[*at].sources |= source.bit(),
+                None if self.list.len() < self.max => {
+                    self.index.insert(item.to_owned(), self.list.len());
+                    self.list.push(Candidate {
+                        item: item.to_owned(),
+                        sources: source.bit(),
+                    });
+                }
+                None => continue,
+            }
+            n += 1;
+        }
+        *self.produced.entry(source).or_default() += n;
+    }
+}
+
+/// Items best first by score, ties by id.
+fn ranked(scores: HashMap<&str, f64>) -> Vec<&str> {
+    let mut v: Vec<(&str, f64)> = scores.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    v.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Σ over anchors of weight · score / the list's maximum.
+fn weighted_neighbours<'a>(
+    anchors: impl Iterator<Item = (&'a str, f64)>,
+    lists: &'a Neighbours,
+) -> Vec<&'a str> {
+    let mut scores: HashMap<&str, f64> = HashMap::new();
+    for (anchor, weight) in anchors {
+        let Some(list) = lists.get(anchor) else {
+            continue;
+        };
+        let max = list.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+        if max <= 0.0 {
+            continue;
+        }
+        for (item, score) in list {
+            *scores.entry(item).or_default() += weight * score / max;
+        }
+    }
+    ranked(scores)
+}
+
+/// Takes from each list in turn, so that no one list fills the source alone.
+fn interleave<'a>(lists: &[&'a [(String, f64)]]) -> Vec<&'a str> {
+    let longest = lists.iter().map(|l| l.len()).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|rank| lists.iter().filter_map(move |l| l.get(rank)))
+        .map(|(item, _)| item.as_str())
+        .collect()
+}
+
+/// Everything the sources read.
+pub struct SourceData<'a, L: ItemLookup> {
+    pub inputs: &'a RankInputs,
+    pub prepared: &'a Prepared<'a, L>,
+    pub catalog: &'a CatalogData,
+    pub popularity: &'a Popularity,
+    pub embeddings: Option<&'a Embeddings>,
+    /// Items first seen at or after this time (ms) are new.
+    pub new_since_ms: i64,
+}
+
+impl<L: ItemLookup> SourceData<'_, L> {
+    fn is_new(&self, item: &str) -> bool {
+        self.catalog
+            .items
+            .get(item)
+            .is_some_and(|e| e.first_seen_ms >= self.new_since_ms)
+    }
+
+    fn popular(&self) -> Vec<&str> {
+        let p = self.popularity;
+        let mut categories: Vec<&str> = Vec::new();
+        let context = self.inputs.context_item.as_deref();
+        if let Some(leaf) = context
+            .and_then(|c| self.catalog.items.get(c))
+            .map(|e| e.record.category.as_str())
+        {
+            categories.push(leaf);
+            if let Some((parent, _)) = leaf.rsplit_once('/') {
+                categories.push(parent);
+            }
+        }
+        for c in &self.inputs.user.categories {
+            if categories.len() >= 7 {
+                break;
+            }
+            if !categories.contains(&c.as_str()) {
+                categories.push(c);
+            }
+        }
+        let mut lists: Vec<&[(String, f64)]> = categories
+            .iter()
+            .filter_map(|c| p.by_category.get(*c).map(Vec::as_slice))
+            .collect();
+        lists.push(&p.trending);
+        interleave(&lists)
+    }
+
+    fn embedding(&self) -> Vec<&str> {
+        let Some(e) = self.embeddings else {
+            return Vec::new();
+        };
+        let mut scores: HashMap<&str, f64> = HashMap::new();
+        for (anchor, _) in self.prepared.covis_anchors() {
+            for (item, dot) in e.neighbours(anchor) {
+                let s = scores.entry(item).or_insert(f64::MIN);
+                *s = s.max(f64::from(dot));
+            }
+        }
+        ranked(scores)
+    }
+
+    fn content(&self) -> Vec<&str> {
+        let items = &self.catalog.items;
+        let anchors: Vec<&str> = self.prepared.covis_anchors().map(|(a, _)| a).collect();
+        if anchors.is_empty() {
+            // Cold start: the newest items of the trending items' categories.
+            let mut leaves: Vec<&str> = Vec::new();
+            for (item, _) in self.popularity.trending.iter().take(20) {
+                if let Some(e) = items.get(item)
+                    && !leaves.contains(&e.record.category.as_str())
+                {
+                    leaves.push(&e.record.category);
+                }
+            }
+            let pools: Vec<_> = leaves
+                .iter()
+                .filter_map(|l| self.catalog.by_leaf.get(*l))
+                .collect();
+            let longest = pools.iter().map(|p| p.len()).max().unwrap_or(0);
+            return (0..longest)
+                .flat_map(|rank| pools.iter().filter_map(move |p| p.get(rank)))
+                .map(String::as_str)
+                .collect();
+        }
+        let mut scores: HashMap<&str, f64> = HashMap::new();
+        for anchor in anchors {
+            let Some(a) = items.get(anchor) else {
+                continue;
+            };
+            let r = &a.record;
+            let pools = [
+                self.catalog.by_leaf.get(&r.category),
+                self.catalog.by_brand.get(&r.brand),
+            ]
+            .into_iter()
+            .chain(r.tokens.iter().map(|t| self.catalog.by_token.get(t)))
+            .flatten();
+            for pool in pools {
+                for item in pool {
+                    if item == anchor || scores.contains_key(item.as_str()) {
+                        continue;
+                    }
+                    let sim = content_similarity(Some(r), items.get(item).map(|e| &e.record));
+                    // New items first: they have no interactions for the other sources.
+                    let bonus = if self.is_new(item) { 1.0 } else { 0.0 };
+                    scores.insert(item, sim + bonus);
+                }
+            }
+        }
+        ranked(scores)
+    }
+
+    /// Every source's candidates, in source order, within `limits`.
+    pub fn generate(&self, limits: &CandidateLimits) -> Candidates {
+        let mut c = Candidates::new(limits.total_max);
+        let inputs = self.inputs;
+        c.add(
+            Source::Covis,
+            weighted_neighbours(self.prepared.covis_anchors(), &inputs.covis),
+            limits.covis,
+        );
+        c.add(
+            Source::Bought,
+            weighted_neighbours(self.prepared.bought_anchors(), &inputs.bought),
+            limits.bought,
+        );
+        c.add(Source::Embedding, self.embedding(), limits.embedding);
+        c.add(Source::Recent, recent_distinct(&inputs.user), limits.recent);
+        c.add(Source::Content, self.content(), limits.content);
+        c.add(Source::Popular, self.popular(), limits.popular);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_from_two_sources_carries_both_and_the_total_is_bounded() {
+        let mut c = Candidates::new(3);
+        c.add(Source::Covis, ["a", "b"], 10);
+        c.add(Source::Popular, ["b", "c", "d", "e"], 3);
+        assert_eq!(c.list.len(), 3);
+        let b: Vec<_> = c.list[1].sources().map(Source::name).collect();
+        assert_eq!(b, ["covis", "popular"]);
+        assert_eq!(c.list[1].source_count(), 2);
+        assert_eq!(c.produced[&Source::Popular], 2);
+    }
+
+    #[test]
+    fn neighbour_lists_are_normalised_and_weighted_by_anchor() {
+        let lists: Neighbours = [
+            (
+                "x".to_owned(),
+                vec![("a".to_owned(), 10.0), ("b".to_owned(), 5.0)],
+            ),
+            ("y".to_owned(), vec![("b".to_owned(), 1.0)]),
+        ]
+        .into();
+        let order = weighted_neighbours([("x", 1.0), ("y", 0.5)].into_iter(), &lists);
+        // a: 1.0; b: 0.5 + 0.5
+        assert_eq!(order, ["a", "b"]);
+        let order = weighted_neighbours([("x", 1.0), ("y", 1.0)].into_iter(), &lists);
+        assert_eq!(order, ["b", "a"]);
+    }
+
+    #[test]
+    fn interleaving_takes_from_each_list_in_turn() {
+        let a = vec![("a1".to_owned(), 3.0), ("a2".to_owned(), 2.0)];
+        let b = vec![("b1".to_owned(), 1.0)];
+        assert_eq!(interleave(&[&a, &b]), ["a1", "b1", "a2"]);
+    }
+}

@@ -1,0 +1,508 @@
+//! The ranker's features, exactly as the training pipeline computes them offline (the
+//! ranker card lists them; `models/ranker/<version>/parity.json` holds golden vectors the
+//! black-box tests replay through this code).
+//!
+//! A request is described by [`RankInputs`] (scenario, context item, the user's recent
+//! items and categories, cart and purchases, and the co-visitation and bought-together
+//! lists of its anchors); items by an [`ItemLookup`] (catalog records, embeddings,
+//! category popularity). [`RankInputs::prepare`] derives what every candidate shares
+//! (anchors and their weights, normalisers, the user's price level) once, so that a
+//! candidate's row costs a few map look-ups.
+//!
+//! Computation is in f64, rounded to f32 at the end.
+
+use std::collections::HashMap;
+
+/// Feature names in model column order.
+pub const RANKER_FEATURES: [&str; FEATURE_COUNT] = [
+    "scenario_home",
+    "scenario_item_page",
+    "scenario_cart",
+    "scenario_post_purchase",
+    "covis",
+    "bought",
+    "embedding",
+    "content",
+    "popularity",
+    "category_affinity",
+    "seen",
+    "log_price",
+    "price_ratio",
+    "same_context_category",
+    "n_sources",
+];
+pub const FEATURE_COUNT: usize = 15;
+/// One candidate's row.
+pub type RankerRow = [f32; FEATURE_COUNT];
+
+/// Column of the co-visitation feature (the `covis` arm's score reads it).
+pub const COVIS: usize = 4;
+pub const BOUGHT: usize = 5;
+pub const POPULARITY: usize = 8;
+
+/// Most distinct recent items considered.
+pub const RECENT_DISTINCT_MAX: usize = 20;
+/// Most anchors (context item first).
+pub const ANCHORS_MAX: usize = 5;
+/// Most recent categories the affinity feature reads.
+pub const CATEGORIES_MAX: usize = 20;
+/// Cap of the price ratio.
+const PRICE_RATIO_CAP: f64 = 10.0;
+
+/// Where the list is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    Home,
+    ItemPage,
+    Cart,
+    PostPurchase,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Home => "home",
+            Scenario::ItemPage => "item_page",
+            Scenario::Cart => "cart",
+            Scenario::PostPurchase => "post_purchase",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Scenario> {
+        [
+            Scenario::Home,
+            Scenario::ItemPage,
+            Scenario::Cart,
+            Scenario::PostPurchase,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    fn column(self) -> usize {
+        self as usize
+    }
+}
+
+/// A catalog record as the features and rules read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemRecord {
+    pub category: String,
+    pub brand: String,
+    pub title: String,
+    pub price: f64,
+    pub stock: i64,
+    /// False when the catalog marks the item inactive (attribute `active` = `false`).
+    pub active: bool,
+    /// The title's tokens (see [`tokens`]), sorted and distinct.
+    pub tokens: Vec<String>,
+}
+
+impl ItemRecord {
+    pub fn new(category: &str, brand: &str, title: &str, price: f64) -> ItemRecord {
+        ItemRecord {
+            category: category.to_owned(),
+            brand: brand.to_owned(),
+            title: title.to_owned(),
+            price,
+            stock: 0,
+            active: true,
+            tokens: tokens(title),
+        }
+    }
+
+    /// The category's first segment.
+    pub fn top(&self) -> &str {
+        top_level(&self.category)
+    }
+}
+
+/// The path before the first `/` (the whole path without one).
+pub fn top_level(category: &str) -> &str {
+    category.split('/').next().unwrap_or_default()
+}
+
+/// Lower-cased title split on anything not alphanumeric, empty pieces removed, sorted
+/// and distinct (a set).
+pub fn tokens(title: &str) -> Vec<String> {
+    let mut out: Vec<String> = title
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// |a ∩ b| / |a ∪ b| of two sorted distinct token lists; 0 when both are empty.
+fn jaccard(a: &[String], b: &[String]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 0.0;
+    }
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    common as f64 / (a.len() + b.len() - common) as f64
+}
+
+/// What the features read about items.
+pub trait ItemLookup {
+    fn item(&self, id: &str) -> Option<&ItemRecord>;
+    /// The item's L2-normalised embedding.
+    fn embedding(&self, id: &str) -> Option<&[f32]>;
+    /// Category popularity of the item (the last two day buckets summed); 0 when unknown.
+    fn popularity(&self, id: &str) -> f64;
+}
+
+/// Content similarity of two items: same leaf 0.4, same top level 0.2, same brand 0.2,
+/// title token Jaccard × 0.2 (each only when both sides are non-empty).
+pub fn content_similarity(a: Option<&ItemRecord>, c: Option<&ItemRecord>) -> f64 {
+    let empty = ItemRecord::default();
+    let (a, c) = (a.unwrap_or(&empty), c.unwrap_or(&empty));
+    let same = |x: &str, y: &str| !x.is_empty() && x == y;
+    0.4 * f64::from(u8::from(same(&a.category, &c.category)))
+        + 0.2 * f64::from(u8::from(same(a.top(), c.top())))
+        + 0.2 * f64::from(u8::from(same(&a.brand, &c.brand)))
+        + 0.2 * jaccard(&a.tokens, &c.tokens)
+}
+
+/// A user's signals, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserSignals {
+    /// Recently clicked or carted items, newest first, may repeat.
+    pub recent: Vec<String>,
+    /// Their categories, newest first, may repeat.
+    pub categories: Vec<String>,
+    pub cart: Vec<String>,
+    /// Purchased items, most recent first.
+    pub purchased: Vec<String>,
+}
+
+impl UserSignals {
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+            && self.categories.is_empty()
+            && self.cart.is_empty()
+            && self.purchased.is_empty()
+    }
+}
+
+/// Neighbour lists of anchors: anchor → (item, score), any order.
+pub type Neighbours = HashMap<String, Vec<(String, f64)>>;
+
+/// Everything a request brings to ranking.
+#[derive(Debug, Clone)]
+pub struct RankInputs {
+    pub scenario: Scenario,
+    pub context_item: Option<String>,
+    pub user: UserSignals,
+    /// Co-visitation lists of the anchors (ingest's `P:i:{item}:covis`).
+    pub covis: Neighbours,
+    /// Bought-together lists of the bought anchors (ingest's `P:i:{item}:bought`).
+    pub bought: Neighbours,
+}
+
+/// `items` without repeats (first occurrence kept), at most `max`.
+fn distinct<'a>(items: impl IntoIterator<Item = &'a String>, max: usize) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if out.len() == max {
+            break;
+        }
+        if !out.contains(&item.as_str()) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// The recent items without repeats, first 20.
+pub fn recent_distinct(user: &UserSignals) -> Vec<&str> {
+    distinct(&user.recent, RECENT_DISTINCT_MAX)
+}
+
+/// Context item first, then `rest` without it, deduplicated, at most 5.
+fn anchor_list<'a>(
+    context: Option<&'a String>,
+    rest: impl Iterator<Item = &'a String>,
+) -> Vec<&'a str> {
+    distinct(context.into_iter().chain(rest), ANCHORS_MAX)
+}
+
+/// The co-visitation anchors: the context item, then the recent distinct items (the first
+/// five distinct recent items are always among the first 20).
+pub fn anchors<'a>(context: Option<&'a String>, user: &'a UserSignals) -> Vec<&'a str> {
+    anchor_list(context, user.recent.iter())
+}
+
+/// The bought-together anchors: the context item, then cart items, purchased items and
+/// the recent distinct items.
+pub fn bought_anchors<'a>(context: Option<&'a String>, user: &'a UserSignals) -> Vec<&'a str> {
+    anchor_list(
+        context,
+        user.cart
+            .iter()
+            .chain(user.purchased.iter())
+            .chain(user.recent.iter()),
+    )
+}
+
+/// One anchor's neighbour list as the features read it.
+struct Anchor<'a> {
+    id: &'a str,
+    weight: f64,
+    /// Neighbour → score / the list's highest score; `None` for an empty or missing list.
+    normalised: Option<HashMap<&'a str, f64>>,
+}
+
+fn weighted<'a>(ids: &[&'a str], lists: &'a Neighbours) -> (Vec<Anchor<'a>>, f64) {
+    let mut total = 0.0;
+    let anchors = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let weight = 1.0 / (1.0 + i as f64);
+            total += weight;
+            let normalised = lists.get(*id).filter(|l| !l.is_empty()).map(|list| {
+                let max = list.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
+                list.iter()
+                    .map(|(item, s)| (item.as_str(), if max != 0.0 { s / max } else { 0.0 }))
+                    .collect()
+            });
+            Anchor {
+                id,
+                weight,
+                normalised,
+            }
+        })
+        .collect();
+    (anchors, total)
+}
+
+fn neighbour_score(anchors: &[Anchor<'_>], total: f64, candidate: &str) -> f64 {
+    if anchors.is_empty() || total == 0.0 {
+        return 0.0;
+    }
+    let sum: f64 = anchors
+        .iter()
+        .filter_map(|a| {
+            Some(
+                a.weight
+                    * a.normalised
+                        .as_ref()?
+                        .get(candidate)
+                        .copied()
+                        .unwrap_or(0.0),
+            )
+        })
+        .sum();
+    sum / total
+}
+
+/// What every candidate of one request shares, derived once.
+pub struct Prepared<'a, L: ItemLookup> {
+    inputs: &'a RankInputs,
+    lookup: &'a L,
+    covis: (Vec<Anchor<'a>>, f64),
+    bought: (Vec<Anchor<'a>>, f64),
+    recent_rank: HashMap<&'a str, usize>,
+    mean_recent_price: Option<f64>,
+    /// Top levels of the first 20 recent categories.
+    category_tops: Vec<&'a str>,
+    context_leaf: Option<&'a str>,
+}
+
+impl RankInputs {
+    /// Derives the shared parts of every candidate's row.
+    pub fn prepare<'a, L: ItemLookup>(&'a self, lookup: &'a L) -> Prepared<'a, L> {
+        let context = self.context_item.as_ref();
+        let recent = recent_distinct(&self.user);
+        let prices: Vec<f64> = recent
+            .iter()
+            .filter_map(|id| lookup.item(id))
+            .map(|r| r.price)
+            .filter(|p| *p > 0.0)
+            .collect();
+        let mean_recent_price =
+            (!prices.is_empty()).then(|| prices.iter().sum::<f64>() / prices.len() as f64);
+        Prepared {
+            inputs: self,
+            lookup,
+            covis: weighted(&anchors(context, &self.user), &self.covis),
+            bought: weighted(&bought_anchors(context, &self.user), &self.bought),
+            recent_rank: recent.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+            mean_recent_price,
+            category_tops: self
+                .user
+                .categories
+                .iter()
+                .take(CATEGORIES_MAX)
+                .map(|c| top_level(c))
+                .collect(),
+            context_leaf: context
+                .and_then(|c| lookup.item(c))
+                .map(|r| r.category.as_str())
+                .filter(|c| !c.is_empty()),
+        }
+    }
+}
+
+impl<L: ItemLookup> Prepared<'_, L> {
+    /// The co-visitation anchors with their weights.
+    pub fn covis_anchors(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.covis.0.iter().map(|a| (a.id, a.weight))
+    }
+
+    /// The bought-together anchors with their weights.
+    pub fn bought_anchors(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.bought.0.iter().map(|a| (a.id, a.weight))
+    }
+
+    /// The row of `candidate`, produced by `n_sources` distinct sources.
+    pub fn row(&self, candidate: &str, n_sources: usize) -> RankerRow {
+        let lookup = self.lookup;
+        let item = lookup.item(candidate);
+        let mut f = [0.0_f64; FEATURE_COUNT];
+        f[self.inputs.scenario.column()] = 1.0;
+        f[COVIS] = neighbour_score(&self.covis.0, self.covis.1, candidate);
+        f[BOUGHT] = neighbour_score(&self.bought.0, self.bought.1, candidate);
+        f[6] = lookup.embedding(candidate).map_or(0.0, |c| {
+            self.covis
+                .0
+                .iter()
+                .filter_map(|a| lookup.embedding(a.id))
+                .map(|a| {
+                    a.iter()
+                        .zip(c)
+                        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                        .sum::<f64>()
+                })
+                .reduce(f64::max)
+                .unwrap_or(0.0)
+        });
+        f[7] = self
+            .covis
+            .0
+            .iter()
+            .filter(|a| a.id != candidate)
+            .map(|a| content_similarity(lookup.item(a.id), item))
+            .reduce(f64::max)
+            .unwrap_or(0.0);
+        f[POPULARITY] = lookup.popularity(candidate).ln_1p();
+        let top = item.map(ItemRecord::top).unwrap_or_default();
+        f[9] = if self.category_tops.is_empty() || top.is_empty() {
+            0.0
+        } else {
+            self.category_tops.iter().filter(|t| **t == top).count() as f64
+                / self.category_tops.len() as f64
+        };
+        f[10] = self
+            .recent_rank
+            .get(candidate)
+            .map_or(0.0, |r| 1.0 / (1.0 + *r as f64));
+        let price = item.map_or(0.0, |r| r.price);
+        f[11] = price.ln_1p();
+        f[12] = match self.mean_recent_price {
+            Some(mean) => (price / mean).min(PRICE_RATIO_CAP),
+            None => 1.0,
+        };
+        f[13] = f64::from(u8::from(
+            self.context_leaf
+                .is_some_and(|leaf| item.is_some_and(|r| r.category == leaf)),
+        ));
+        f[14] = n_sources as f64;
+        f.map(|v| v as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Items(HashMap<String, ItemRecord>);
+
+    impl ItemLookup for Items {
+        fn item(&self, id: &str) -> Option<&ItemRecord> {
+            self.0.get(id)
+        }
+        fn embedding(&self, _: &str) -> Option<&[f32]> {
+            None
+        }
+        fn popularity(&self, _: &str) -> f64 {
+            0.0
+        }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn anchors_put_the_context_first_and_keep_five_distinct() {
+        let user = UserSignals {
+            recent: s(&["b", "a", "b", "c", "d", "e", "f"]),
+            cart: s(&["x"]),
+            purchased: s(&["y", "a"]),
+            ..UserSignals::default()
+        };
+        let ctx = "a".to_owned();
+        assert_eq!(anchors(Some(&ctx), &user), ["a", "b", "c", "d", "e"]);
+        assert_eq!(anchors(None, &user), ["b", "a", "c", "d", "e"]);
+        assert_eq!(bought_anchors(Some(&ctx), &user), ["a", "x", "y", "b", "c"]);
+    }
+
+    #[test]
+    fn covis_is_weighted_by_anchor_rank_and_normalised_by_each_lists_maximum() {
+        let user = UserSignals {
+            recent: s(&["a", "b"]),
+            ..UserSignals::default()
+        };
+        let covis: Neighbours = [
+            (
+                "a".to_owned(),
+                vec![("c".to_owned(), 4.0), ("d".to_owned(), 2.0)],
+            ),
+            ("b".to_owned(), vec![("c".to_owned(), 1.0)]),
+        ]
+        .into();
+        let inputs = RankInputs {
+            scenario: Scenario::Home,
+            context_item: None,
+            user,
+            covis,
+            bought: Neighbours::new(),
+        };
+        let items = Items(HashMap::new());
+        let p = inputs.prepare(&items);
+        // (1·1 + 0.5·1) / 1.5 and (1·0.5) / 1.5
+        assert!((p.row("c", 1)[COVIS] - 1.0).abs() < 1e-6);
+        assert!((p.row("d", 2)[COVIS] - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(p.row("d", 2)[14], 2.0);
+        assert_eq!(p.row("d", 2)[0], 1.0);
+        assert_eq!(p.row("a", 1)[10], 1.0);
+        assert_eq!(p.row("b", 1)[10], 0.5);
+        assert_eq!(p.row("d", 1)[12], 1.0);
+    }
+
+    #[test]
+    fn content_similarity_adds_leaf_top_brand_and_title_overlap() {
+        let a = ItemRecord::new("e/audio/head", "Sonora", "Sonora Wireless Headphones", 10.0);
+        let b = ItemRecord::new("e/audio/head", "Sonora", "Wireless Earbuds", 10.0);
+        let c = ItemRecord::new("e/tv", "Other", "", 10.0);
+        // 0.4 + 0.2 + 0.2 + 0.2 · 1/4
+        assert!((content_similarity(Some(&a), Some(&b)) - 0.85).abs() < 1e-12);
+        assert!((content_similarity(Some(&a), Some(&c)) - 0.2).abs() < 1e-12);
+        assert_eq!(content_similarity(None, None), 0.0);
+        assert_eq!(tokens("Sonora, sonora-X1!"), ["sonora", "x1"]);
+    }
+}

@@ -1,0 +1,311 @@
+//! From a request and what Redis said about the user to a ranked, filtered, diversified
+//! list: candidates, rules, features, scores (the ONNX ranker or the co-visitation score,
+//! by arm), boosts, diversity.
+//!
+//! [`Engine::rank`] is CPU work (features for every candidate and one inference run over
+//! them); the gRPC edge calls it on the blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use funnel_model::{LoadOptions, Model, ModelHandle};
+use ndarray::Array2;
+
+use crate::candidates::{Source, SourceData};
+use crate::catalog::{Catalog, CatalogData, Popularity};
+use crate::config::{CandidateLimits, ExperimentConfig};
+use crate::embeddings::Embeddings;
+use crate::features::{
+    BOUGHT, COVIS, FEATURE_COUNT, ItemLookup, ItemRecord, POPULARITY, RANKER_FEATURES, RankInputs,
+    RankerRow, Scenario,
+};
+use crate::metrics::Metrics;
+use crate::rules::{RequestLimits, RulesCell};
+use crate::state::UserRead;
+
+/// Arm names as served and counted.
+pub const ARM_RANKER: &str = "ranker";
+pub const ARM_COVIS: &str = "covis";
+/// What the `covis` arm reports as its model: the fixed source-score formula.
+pub const COVIS_MODEL: (&str, &str) = ("covis", "1");
+
+const BUCKETS: u64 = 10_000;
+
+/// The A/B split by a stable hash of the user id.
+#[derive(Debug, Clone)]
+pub struct Arms {
+    ranker_buckets: u64,
+    salt: String,
+}
+
+impl Arms {
+    pub fn new(config: &ExperimentConfig) -> Self {
+        Arms {
+            ranker_buckets: (config.ranker_share * BUCKETS as f64).round() as u64,
+            salt: config.salt.clone(),
+        }
+    }
+
+    /// `ranker` or `covis`: xxh3_64(salt + user id) mod 10000 against the share; stable
+    /// across instances and restarts.
+    pub fn arm(&self, user_id: &str) -> &'static str {
+        let mut bytes = Vec::with_capacity(self.salt.len() + user_id.len());
+        bytes.extend_from_slice(self.salt.as_bytes());
+        bytes.extend_from_slice(user_id.as_bytes());
+        if xxhash_rust::xxh3::xxh3_64(&bytes) % BUCKETS < self.ranker_buckets {
+            ARM_RANKER
+        } else {
+            ARM_COVIS
+        }
+    }
+}
+
+/// A model whose card does not list the ranker's features in order.
+#[derive(Debug, thiserror::Error)]
+#[error("model {model} lists features {listed:?}, the code computes {RANKER_FEATURES:?}")]
+pub struct FeatureMismatch {
+    pub model: String,
+    pub listed: Vec<String>,
+}
+
+/// Loads, validates (card, sha256, golden vectors, the feature list) and warms a ranker
+/// version. Blocking.
+pub fn load_ranker(
+    root: &Path,
+    name: &str,
+    version: &str,
+    sessions: usize,
+) -> anyhow::Result<Model> {
+    let options = LoadOptions {
+        sessions,
+        ..LoadOptions::default()
+    };
+    let model = Model::from_store(root, name, version, &options)?;
+    if !model
+        .features()
+        .iter()
+        .map(String::as_str)
+        .eq(RANKER_FEATURES)
+    {
+        return Err(FeatureMismatch {
+            model: model.id().to_string(),
+            listed: model.features().to_vec(),
+        }
+        .into());
+    }
+    Ok(model)
+}
+
+/// Click probabilities of `rows`; blocking.
+pub fn score_rows(model: &Model, rows: &[RankerRow]) -> Result<Vec<f32>, funnel_model::ModelError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let matrix = Array2::from_shape_fn((rows.len(), FEATURE_COUNT), |(r, c)| rows[r][c]);
+    Ok(model.predict_scores(matrix.view())?.to_vec())
+}
+
+/// The `covis` arm's score: co-visitation plus bought-together, popularity breaking ties.
+pub fn covis_score(row: &RankerRow) -> f32 {
+    row[COVIS] + row[BOUGHT] + 1e-3 * row[POPULARITY]
+}
+
+/// What features read, over the catalog, popularity and embeddings of the moment.
+pub struct View<'a> {
+    pub catalog: &'a CatalogData,
+    pub popularity: &'a Popularity,
+    pub embeddings: Option<&'a Embeddings>,
+}
+
+impl ItemLookup for View<'_> {
+    fn item(&self, id: &str) -> Option<&ItemRecord> {
+        self.catalog.items.get(id).map(|e| &e.record)
+    }
+
+    fn embedding(&self, id: &str) -> Option<&[f32]> {
+        self.embeddings?.get(id)
+    }
+
+    fn popularity(&self, id: &str) -> f64 {
+        self.popularity.by_item.get(id).copied().unwrap_or(0.0)
+    }
+}
+
+/// A request as the engine takes it (validated).
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub scenario: Scenario,
+    pub context_item: Option<String>,
+    pub count: usize,
+    pub category: String,
+    pub exclude: Vec<String>,
+    pub now_ms: i64,
+}
+
+/// One item of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub item: String,
+    pub score: f32,
+    pub sources: Vec<&'static str>,
+}
+
+/// An answer before it is sent.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub items: Vec<Ranked>,
+    /// Candidates scored (after the rules).
+    pub candidates: usize,
+    pub cold_start: bool,
+}
+
+/// Everything ranking reads; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub catalog: Catalog,
+    pub embeddings: Option<Arc<Embeddings>>,
+    pub rules: RulesCell,
+    pub ranker: Arc<ModelHandle>,
+    pub limits: CandidateLimits,
+    pub new_item_ms: i64,
+    pub metrics: Metrics,
+}
+
+impl Engine {
+    /// Ranks for `ask` with what Redis said about the user; `model` is the ranker version
+    /// this request uses, `None` for the `covis` arm. Blocking.
+    pub fn rank(
+        &self,
+        ask: &Ask,
+        read: UserRead,
+        model: Option<&Model>,
+    ) -> Result<Answer, funnel_model::ModelError> {
+        let cold_start = read.user.is_empty();
+        let inputs = RankInputs {
+            scenario: ask.scenario,
+            context_item: ask.context_item.clone(),
+            user: read.user,
+            covis: read.covis,
+            bought: read.bought,
+        };
+        let data = self.catalog.read();
+        let popularity = self.catalog.popularity();
+        let view = View {
+            catalog: &data,
+            popularity: &popularity,
+            embeddings: self.embeddings.as_deref(),
+        };
+        let prepared = inputs.prepare(&view);
+        let new_since_ms = ask.now_ms - self.new_item_ms;
+        let candidates = SourceData {
+            inputs: &inputs,
+            prepared: &prepared,
+            catalog: &data,
+            popularity: &popularity,
+            embeddings: self.embeddings.as_deref(),
+            new_since_ms,
+        }
+        .generate(&self.limits);
+        for (source, n) in &candidates.produced {
+            self.metrics.candidates(source.name()).inc_by(*n as u64);
+        }
+
+        let rules = self.rules.get();
+        let mut excluded: Vec<&str> = ask.exclude.iter().map(String::as_str).collect();
+        excluded.extend(ask.context_item.as_deref());
+        let limits = RequestLimits {
+            scenario: ask.scenario,
+            now_ms: ask.now_ms,
+            purchased: &read.purchased_at,
+            cart: &inputs.user.cart,
+            excluded: &excluded,
+            category: &ask.category,
+        };
+        let kept: Vec<_> = candidates
+            .list
+            .iter()
+            .filter(|c| {
+                let drop = rules.drop_reason(&c.item, view.item(&c.item), &limits);
+                if let Some(d) = drop {
+                    self.metrics.rule_drops(d.label()).inc();
+                }
+                drop.is_none()
+            })
+            .collect();
+        self.metrics
+            .candidates_per_request
+            .observe(kept.len() as f64);
+
+        let rows: Vec<RankerRow> = kept
+            .iter()
+            .map(|c| prepared.row(&c.item, c.source_count()))
+            .collect();
+        let scores = match model {
+            Some(model) => score_rows(model, &rows)?,
+            None => rows.iter().map(covis_score).collect(),
+        };
+        let mut scored: Vec<(usize, f32, &ItemRecord)> = kept
+            .iter()
+            .zip(scores)
+            .enumerate()
+            .filter_map(|(n, (c, score))| {
+                let entry = data.items.get(&c.item)?;
+                let boost = rules.boost(&entry.record, entry.first_seen_ms >= new_since_ms);
+                Some((n, (f64::from(score) * boost) as f32, &entry.record))
+            })
+            .collect();
+        scored.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| kept[a.0].item.cmp(&kept[b.0].item))
+        });
+        let top = rules.diversify(scored.into_iter().map(|(n, s, r)| ((n, s), r)), ask.count);
+        let items = top
+            .into_iter()
+            .map(|(n, score)| {
+                let sources: Vec<&'static str> = kept[n].sources().map(Source::name).collect();
+                for s in &sources {
+                    self.metrics.served(s).inc();
+                }
+                Ranked {
+                    item: kept[n].item.clone(),
+                    score,
+                    sources,
+                }
+            })
+            .collect();
+        Ok(Answer {
+            items,
+            candidates: kept.len(),
+            cold_start,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_are_stable_and_follow_the_share() {
+        let config = ExperimentConfig {
+            ranker_share: 0.3,
+            ..ExperimentConfig::default()
+        };
+        let arms = Arms::new(&config);
+        let ranker = (0..10_000)
+            .filter(|n| arms.arm(&format!("u-{n}")) == ARM_RANKER)
+            .count();
+        assert!((2_800..=3_200).contains(&ranker), "{ranker}");
+        assert_eq!(arms.arm("u-42"), arms.arm("u-42"));
+        let all = Arms::new(&ExperimentConfig {
+            ranker_share: 1.0,
+            ..config.clone()
+        });
+        let none = Arms::new(&ExperimentConfig {
+            ranker_share: 0.0,
+            ..config
+        });
+        assert_eq!(all.arm("u-42"), ARM_RANKER);
+        assert_eq!(none.arm("u-42"), ARM_COVIS);
+    }
+}
