@@ -3,13 +3,15 @@
 `models/<name>/<version>/model.onnx`, its card `model.json` and the golden parity vectors
 `parity.json` that the Rust feature code must reproduce.
 
-    .tools/venv/bin/python models/train.py            # both models (a few minutes on 2 cores)
+    .tools/venv/bin/python models/train.py            # every model (a few minutes on 2 cores)
     .tools/venv/bin/python models/train.py repurchase # one of them
 
 - intent: session purchase and cart-abandonment probabilities; SIMULATED data from
   `funnel simulate` (fixed seed), built from this checkout with cargo.
 - repurchase: P(an order in the next 13 weeks); REAL data, the CDNOW records shipped in the
   `lifetimes` package, compared with BG/NBD.
+- ranker (and item-embeddings): the recommender's pointwise click model and the item
+  embeddings it reads; SIMULATED data, the same `funnel simulate` run as intent.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models"))
 
-from funnel_models import intent, repurchase  # noqa: E402
+from funnel_models import intent, ranker, repurchase  # noqa: E402
 
-MODELS = {"intent": intent.train, "repurchase": repurchase.train}
+MODELS = {"intent": intent.train, "repurchase": repurchase.train, "ranker": ranker.train}
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checks every committed model card under models/: the file it names exists, its sha256 is
-the card's, and the card's name and version are the directories it sits in. Fast; CI runs it.
+the card's (and so for every file of a card's `files` map, as the item-embeddings card lists
+its vectors and item ids), and the card's name and version are the directories it sits in.
+Fast; CI runs it.
 
     python models/tools/check_cards.py
 """
@@ -25,9 +27,15 @@ def problems(card_path: Path) -> list[str]:
     model = version_dir / card.get("file", "model.onnx")
     if not model.is_file():
         return found + [f"{where}: {model.name} is missing"]
-    actual = hashlib.sha256(model.read_bytes()).hexdigest()
-    if actual != card.get("sha256"):
-        found.append(f"{where}: sha256 {card.get('sha256')} but {model.name} hashes to {actual}")
+    expected = {model.name: card.get("sha256"), **card.get("files", {})}
+    for name, sha256 in expected.items():
+        path = version_dir / name
+        if not path.is_file():
+            found.append(f"{where}: {name} is missing")
+            continue
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != sha256:
+            found.append(f"{where}: sha256 {sha256} but {name} hashes to {actual}")
     return found
 
 
