@@ -1,6 +1,6 @@
 //! Item embeddings (`models/item-embeddings/<version>/`: `embeddings.f32`, little-endian
 //! float32 rows, each L2-normalised; `items.txt`, one item id per row; `model.json`, the
-//! card with `dim`, `count` and the sha256 of both files) and every item's nearest
+//! card with `dim`, `count` and, under `files`, the sha256 of both files) and every item's nearest
 //! neighbours by inner product, found by exact search when they are loaded.
 //!
 //! Exact search costs n² · dim multiply-adds once at load (2000 items: 0.13 G, well under
@@ -21,8 +21,9 @@ struct EmbeddingsCard {
     version: String,
     dim: usize,
     count: usize,
+    /// File name → sha256 of `embeddings.f32` and `items.txt`.
     #[serde(default)]
-    sha256: HashMap<String, String>,
+    files: HashMap<String, String>,
 }
 
 pub const VECTORS_FILE: &str = "embeddings.f32";
@@ -69,7 +70,7 @@ impl Embeddings {
             (ITEMS_FILE, items_text.as_bytes()),
         ] {
             let expected = card
-                .sha256
+                .files
                 .get(file)
                 .with_context(|| format!("the card has no sha256 of {file}"))?;
             let actual = funnel_model::sha256_hex(bytes);
@@ -191,7 +192,7 @@ mod tests {
         std::fs::write(dir.join(ITEMS_FILE), &items).unwrap();
         let card = serde_json::json!({
             "name": "emb", "version": "1", "dim": 2, "count": ids.len(),
-            "sha256": {VECTORS_FILE: funnel_model::sha256_hex(&vectors), ITEMS_FILE: funnel_model::sha256_hex(items.as_bytes())},
+            "files": {VECTORS_FILE: funnel_model::sha256_hex(&vectors), ITEMS_FILE: funnel_model::sha256_hex(items.as_bytes())},
         });
         std::fs::write(dir.join("model.json"), card.to_string()).unwrap();
     }
