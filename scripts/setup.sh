@@ -75,5 +75,11 @@ if ! "$tools/venv/bin/python" -c "import onnx, confluent_kafka, jsonschema, yaml
   say "installing Python requirements"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/models/requirements.txt"
 fi
+# MovieLens-100k for the recommender's offline evaluation: only the data files recbole ships
+# are read, so none of its dependencies (torch among them) are installed.
+if ! "$tools/venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('recbole') is None)" 2>/dev/null; then
+  say "installing recbole (data files only, --no-deps)"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps recbole==1.2.1
+fi
 
 say "done"

@@ -105,16 +105,22 @@ def content_similarity(a: _Record, c: _Record) -> float:
     return score
 
 
-def _neighbour_score(table: dict, anchors: list[str], weights: list[float], item: str) -> float:
-    """Σ w_i · table[a_i][item] / max(table[a_i]) over anchors with a non-empty map, / Σ w_i."""
-    if not anchors:
-        return 0.0
-    total = 0.0
+def _neighbour_maps(table: dict, anchors: list[str], weights: list[float]) -> list[tuple[dict, float]]:
+    """(neighbours, w_i / max(neighbours)) of the anchors with a non-empty map."""
+    out = []
     for anchor, weight in zip(anchors, weights):
         neighbours = table.get(anchor)
         if neighbours:
-            total += weight * neighbours.get(item, 0.0) / max(neighbours.values())
-    return total / sum(weights)
+            out.append((neighbours, weight / max(neighbours.values())))
+    return out
+
+
+def _neighbour_score(maps: list[tuple[dict, float]], total_weight: float, item: str) -> float:
+    """Σ w_i · table[a_i][item] / max(table[a_i]) over anchors with a non-empty map, / Σ w_i
+    over all anchors (0 without anchors)."""
+    if total_weight == 0:
+        return 0.0
+    return sum(neighbours.get(item, 0.0) * scale for neighbours, scale in maps) / total_weight
 
 
 def features(request: dict) -> np.ndarray:
@@ -135,6 +141,11 @@ def features(request: dict) -> np.ndarray:
     bought_anchors = anchor_list(context, list(user.get("cart") or []) + list(user.get("purchased") or []) + recent)
     weights = [1.0 / (1 + i) for i in range(len(anchors))]
     bought_weights = [1.0 / (1 + i) for i in range(len(bought_anchors))]
+    covis_maps = _neighbour_maps(covis, anchors, weights)
+    bought_maps = _neighbour_maps(bought, bought_anchors, bought_weights)
+    category_tops: dict[str, int] = {}
+    for category in categories:
+        category_tops[top_level(category)] = category_tops.get(top_level(category), 0) + 1
 
     records: dict[str, _Record] = {}
 
@@ -166,7 +177,7 @@ def features(request: dict) -> np.ndarray:
         content = max((content_similarity(record(a), rc) for a in anchors if a != c), default=0.0)
         affinity = 0.0
         if categories and rc.top:
-            affinity = sum(1 for cat in categories if top_level(cat) == rc.top) / len(categories)
+            affinity = category_tops.get(rc.top, 0) / len(categories)
         if mean_price is None:
             ratio = 1.0
         else:
@@ -174,8 +185,8 @@ def features(request: dict) -> np.ndarray:
         rows.append(
             one_hot
             + [
-                _neighbour_score(covis, anchors, weights, c),
-                _neighbour_score(bought, bought_anchors, bought_weights, c),
+                _neighbour_score(covis_maps, sum(weights), c),
+                _neighbour_score(bought_maps, sum(bought_weights), c),
                 embedding,
                 content,
                 math.log1p(float(popularity.get(c, 0.0))),

@@ -23,6 +23,36 @@ def table(title: str, rows: dict, selected: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ranker_tables(card: dict) -> str:
+    m = card["metadata"]["metrics"]
+    selected = m["selected"]
+    lines = [
+        "**ranker@1, P(click) of a shown item: test split, every item of the recommendation lists shown (SIMULATED)**",
+        "",
+        "| model | AUC | log-loss | AUC within position | NDCG@10 | HR@3 | MRR | rows | lists with a click |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in m["test"].items():
+        label = f"{name} (selected)" if name == selected else name
+        lists = m["test_lists"][name]
+        lines.append(
+            f"| {label} | {row['auc']:.4f} | {row['log_loss']:.4f} | {m['test_within_position_auc'][name]:.4f} "
+            f"| {lists['ndcg@10']:.4f} | {lists['hr@3']:.4f} | {lists['mrr']:.4f} | {row['rows']} | {lists['lists']} |"
+        )
+    real = card["metadata"].get("evaluation_real_data")
+    if real:
+        lines += [
+            "",
+            f"**{real['title']}**",
+            "",
+            "| method | HR@10 | NDCG@10 | MRR | users |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in real["test"].items():
+            lines.append(f"| {name} | {row['hr@10']:.4f} | {row['ndcg@10']:.4f} | {row['mrr']:.4f} | {row['users']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     intent = json.loads((MODELS / "intent/1/model.json").read_text())["metadata"]["metrics"]
     for target, label in (("purchase", "P(order in session)"), ("abandonment", "P(cart abandoned)")):
@@ -31,6 +61,7 @@ def main() -> None:
         print(table(f"intent@1, {label}: test split, first event of each session only (SIMULATED)", r["test_first_event"], r["selected"]))
     repurchase = json.loads((MODELS / "repurchase/1/model.json").read_text())["metadata"]["metrics"]
     print(table("repurchase@1, P(order in the next 91 days): CDNOW customers at 1997-10-01 (REAL)", repurchase["test"], repurchase["selected"]))
+    print(ranker_tables(json.loads((MODELS / "ranker/1/model.json").read_text())))
 
 
 if __name__ == "__main__":
