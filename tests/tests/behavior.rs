@@ -173,6 +173,15 @@ impl World {
         c
     }
 
+    /// A config that scores in stream order across users, as training does: one lane.
+    /// With several lanes, users' batches overlap, so the item popularity feature (clicks
+    /// counted by the service) can miss the clicks of a concurrent lane.
+    fn stream_order_config(&self, group: &str) -> behavior_predictor::Config {
+        let mut c = self.config(group);
+        c.predictor.workers = 1;
+        c
+    }
+
     async fn start_predictor(&self, config: behavior_predictor::Config) -> Running {
         let listeners = behavior_predictor::Listeners::bind(&config).await.unwrap();
         let grpc_addr = listeners.grpc.local_addr().unwrap();
@@ -323,7 +332,7 @@ impl Scored {
     async fn start(debounce_ms: u64) -> Scored {
         let world = World::start().await;
         let golden = golden();
-        let mut config = world.config("bp");
+        let mut config = world.stream_order_config("bp");
         config.predictor.debounce_ms = debounce_ms;
         let predictor = world.start_predictor(config).await;
         let reader = world.predictions();
@@ -670,13 +679,13 @@ async fn a_restarted_predictor_resumes_from_its_committed_offsets_and_its_stored
         .filter(|e| e.r#type() != EventType::Item)
         .count();
 
-    let predictor = world.start_predictor(world.config("bp")).await;
+    let predictor = world.start_predictor(world.stream_order_config("bp")).await;
     world.publish(first).await;
     wait_for_predictions(&reader, first_user_events).await;
     predictor.stop().await;
 
     // A new process: session s-b and the items' clicks continue from Redis.
-    let predictor = world.start_predictor(world.config("bp")).await;
+    let predictor = world.start_predictor(world.stream_order_config("bp")).await;
     world.publish(rest).await;
     let expected_here = golden.expected.len() - first_user_events;
     predictor
@@ -1146,7 +1155,7 @@ async fn start_on_copy(
 ) -> (World, Golden, ModelsCopy, Running, TopicReader) {
     let world = World::start().await;
     let models = ModelsCopy::new(&world.env.prefix);
-    let mut config = world.config("bp");
+    let mut config = world.stream_order_config("bp");
     config.models.root = models.root.display().to_string();
     config.models.reload_secs = 1;
     prepare(&world, &models, &mut config);

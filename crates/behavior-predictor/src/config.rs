@@ -127,6 +127,9 @@ pub struct PredictorSettings {
     pub batch_max: usize,
     /// How long a batch waits for more events after its first, in ms. Default 10.
     pub batch_linger_ms: u64,
+    /// Lanes: parts a batch is split into by key (user), processed concurrently while
+    /// the next batch is fetched. Default 4.
+    pub workers: usize,
     /// Per session, in event time: with 0 every event gets a prediction; otherwise only a
     /// session's latest event in a batch does, and only when at least this many ms of
     /// event time passed since the session's last published prediction (or it has none).
@@ -154,6 +157,7 @@ impl Default for PredictorSettings {
         PredictorSettings {
             batch_max: 1000,
             batch_linger_ms: 10,
+            workers: 4,
             debounce_ms: 1000,
             session_ttl_secs: 86_400,
             user_ttl_secs: 90 * 86_400,
@@ -242,6 +246,7 @@ impl Validate for Config {
         let s = &self.predictor;
         for (key, v) in [
             ("predictor.batch_max", s.batch_max as u64),
+            ("predictor.workers", s.workers as u64),
             ("predictor.session_ttl_secs", s.session_ttl_secs),
             ("predictor.user_ttl_secs", s.user_ttl_secs),
             ("predictor.item_ttl_secs", s.item_ttl_secs),
@@ -254,6 +259,9 @@ impl Validate for Config {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));
             }
+        }
+        if s.workers > 64 {
+            return Err("predictor.workers must be at most 64".into());
         }
         if s.batch_max > 100_000 {
             return Err("predictor.batch_max must be at most 100000".into());

@@ -47,10 +47,10 @@ pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use funnel_bus::{BatchConsumer, Offsets, Producer};
+use funnel_bus::{BatchConsumer, Lane, LaneSettings, Lanes, OwnedMessage, Producer};
 use funnel_proto::pb::behavior::v1::behavior_predictor_server::BehaviorPredictorServer;
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
@@ -206,35 +206,44 @@ pub async fn run(
         ),
     };
     let shadow = load_shadow(&config, &scorer, &producer, &metrics).await?;
-    let mut processor = pipeline::Processor::new(
-        keys,
-        config.predictor.clone(),
-        config.topics.predictions.clone(),
-        &store,
-        scorer,
-        metrics.clone(),
-    );
-    if let Some(shadow) = shadow {
-        processor = processor.with_shadow(shadow);
-    }
+    let lanes = (0..config.predictor.workers)
+        .map(|_| {
+            let processor = pipeline::Processor::new(
+                keys.clone(),
+                config.predictor.clone(),
+                config.topics.predictions.clone(),
+                &store,
+                Arc::clone(&scorer),
+                metrics.clone(),
+            );
+            PredictorLane {
+                processor: match &shadow {
+                    Some(shadow) => processor.with_shadow(shadow.clone()),
+                    None => processor,
+                },
+                producer: producer.clone(),
+                conversion: conversion.clone(),
+            }
+        })
+        .collect();
     health.set_ready(true, &[SERVICE]).await;
     tracing::info!(
         topic = %config.topics.events,
         group = %config.kafka.group_id,
-        intent = %processor.model_id(),
+        intent = %scorer.intent_info().id,
+        workers = config.predictor.workers,
         "behavior-predictor consuming"
     );
 
-    consume(
-        &config,
-        &consumer,
-        &producer,
-        &mut processor,
-        conversion.as_ref(),
-        &metrics,
-        &shutdown,
-    )
-    .await;
+    let s = &config.predictor;
+    let settings = LaneSettings {
+        batch_max: s.batch_max,
+        linger: Duration::from_millis(s.batch_linger_ms),
+        retry_backoff_max: Duration::from_millis(s.retry_backoff_max_ms),
+    };
+    let consumed = Lanes::new(lanes)
+        .run(&consumer, &settings, &metrics.batch, &shutdown)
+        .await;
     background_stop.trigger();
 
     health.set_ready(false, &[SERVICE]).await;
@@ -249,7 +258,7 @@ pub async fn run(
     let _ = funnel_runtime::shutdown::with_grace("grpc server", grace, grpc).await;
     let _ = funnel_runtime::shutdown::with_grace("admin server", grace, admin).await;
     tracing::info!("behavior-predictor stopped");
-    Ok(())
+    consumed.map_err(anyhow::Error::from)
 }
 
 /// The shadow intent model `models.shadow_version` names, loaded and validated on a
@@ -285,59 +294,23 @@ async fn load_shadow(
     )))
 }
 
-/// Fetches a batch, processes it (retrying with backoff until it succeeds or shutdown
-/// begins), then stores its offsets; one batch at a time, so offsets stay in order.
-async fn consume(
-    config: &Config,
-    consumer: &BatchConsumer,
-    producer: &Producer,
-    processor: &mut pipeline::Processor,
-    conversion: Option<&conversion::Conversion>,
-    metrics: &metrics::Metrics,
-    shutdown: &Shutdown,
-) {
-    let s = &config.predictor;
-    let linger = Duration::from_millis(s.batch_linger_ms);
-    let max_backoff = Duration::from_millis(s.retry_backoff_max_ms);
-    loop {
-        let batch = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            batch = consumer.next_batch(s.batch_max, linger) => batch,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "consume failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let started = Instant::now();
-        metrics.events_in.inc_by(batch.len() as u64);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let Err(e) = processor.process(&batch, producer).await else {
-                break;
-            };
-            metrics.batch_retries.inc();
-            tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                // Not stored: the partitions' next owner replays the batch.
-                _ = shutdown.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(max_backoff);
-        }
-        let outcome = processor.take_outcome();
-        if let Some(conversion) = conversion {
+/// A lane of the predictor: applies, scores, publishes and writes the parts of batches
+/// it is given, then hands their outcome to the conversion policy.
+struct PredictorLane {
+    processor: pipeline::Processor,
+    producer: Producer,
+    conversion: Option<conversion::Conversion>,
+}
+
+impl Lane for PredictorLane {
+    type Error = pipeline::BatchError;
+
+    async fn process(&mut self, messages: &[OwnedMessage]) -> Result<(), pipeline::BatchError> {
+        self.processor.process(messages, &self.producer).await?;
+        let outcome = self.processor.take_outcome();
+        if let Some(conversion) = &self.conversion {
             conversion.after_batch(outcome).await;
         }
-        if let Err(e) = consumer.store(&Offsets::of(&batch)) {
-            tracing::warn!(error = %e, "failed to store offsets");
-        }
-        metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Metric names of behavior-predictor, declared in one place (prefix `behavior_`).
 
-use funnel_bus::ConsumerMetrics;
+use funnel_bus::{BatchMetrics, ConsumerMetrics};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,14 +9,12 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone)]
 pub struct Metrics {
-    pub events_in: Counter,
     pub predictions: Counter,
     pub debounced: Counter,
     pub replays: Counter,
     pub undecodable: Counter,
     pub store_conflicts: Counter,
-    pub batch_retries: Counter,
-    pub batch_seconds: Histogram,
+    pub batch: BatchMetrics,
     pub inference_batch_size: Histogram,
     pub inference_seconds: Histogram,
     pub purchase_probability: Histogram,
@@ -42,14 +40,12 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Metrics {
         let probability = || Histogram::new(linear_buckets(0.05, 0.05, 20));
         let m = Metrics {
-            events_in: Counter::default(),
             predictions: Counter::default(),
             debounced: Counter::default(),
             replays: Counter::default(),
             undecodable: Counter::default(),
             store_conflicts: Counter::default(),
-            batch_retries: Counter::default(),
-            batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            batch: BatchMetrics::default(),
             inference_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
             inference_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 20)),
             purchase_probability: probability(),
@@ -69,11 +65,7 @@ impl Metrics {
             model_refusals: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("behavior");
-        r.register(
-            "events_in",
-            "Canonical events consumed",
-            m.events_in.clone(),
-        );
+        m.batch.register(r, "Canonical events consumed");
         r.register(
             "predictions",
             "Intent predictions published (rate: predictions/s)",
@@ -98,16 +90,6 @@ impl Metrics {
             "store_conflicts",
             "Batches planned again because an event marker changed concurrently",
             m.store_conflicts.clone(),
-        );
-        r.register(
-            "batch_retries",
-            "Batch attempts that failed and were retried",
-            m.batch_retries.clone(),
-        );
-        r.register(
-            "batch_seconds",
-            "Time to process one batch end to end",
-            m.batch_seconds.clone(),
         );
         r.register(
             "inference_batch_size",

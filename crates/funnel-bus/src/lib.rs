@@ -9,15 +9,19 @@
 //! - [`producer`]: [`Producer`]: acknowledged sends, flush on shutdown.
 //! - [`headers`]: DLQ headers and W3C trace context in Kafka headers.
 //! - [`admin`]: idempotent topic creation.
+//! - [`lanes`]: [`Lanes`]: batches split by key over concurrent workers, offsets
+//!   stored in order.
 
 pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod headers;
+pub mod lanes;
 pub mod producer;
 
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{BatchConsumer, ConsumerMetrics, Offsets};
+pub use lanes::{BatchMetrics, Lane, LaneSettings, Lanes, LanesError};
 pub use producer::{OutRecord, Producer};
 pub use rdkafka::Message;
 pub use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};

@@ -1,10 +1,9 @@
 //! Metric names of ingest, declared in one place.
 
-use funnel_bus::ConsumerMetrics;
+use funnel_bus::{BatchMetrics, ConsumerMetrics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,34 +18,28 @@ pub struct ReasonLabel {
 
 #[derive(Clone)]
 pub struct Metrics {
-    pub events_in: Counter,
     pub events_out: Family<TypeLabel, Counter>,
     pub dlq: Family<ReasonLabel, Counter>,
     pub dedup_hits: Counter,
     pub replays: Counter,
     pub store_conflicts: Counter,
-    pub batch_retries: Counter,
-    pub batch_seconds: Histogram,
-    pub batch_size: Histogram,
+    pub batch: BatchMetrics,
     pub consumer: ConsumerMetrics,
 }
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Metrics {
         let m = Metrics {
-            events_in: Counter::default(),
             events_out: Family::default(),
             dlq: Family::default(),
             dedup_hits: Counter::default(),
             replays: Counter::default(),
             store_conflicts: Counter::default(),
-            batch_retries: Counter::default(),
-            batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
+            batch: BatchMetrics::default(),
             consumer: ConsumerMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("ingest");
-        r.register("events_in", "Raw messages consumed", m.events_in.clone());
+        m.batch.register(r, "Raw messages consumed");
         r.register(
             "events_out",
             "Canonical events published, by type",
@@ -72,17 +65,6 @@ impl Metrics {
             "Batches re-planned because a dedup marker changed concurrently",
             m.store_conflicts.clone(),
         );
-        r.register(
-            "batch_retries",
-            "Batch attempts that failed and were retried",
-            m.batch_retries.clone(),
-        );
-        r.register(
-            "batch_seconds",
-            "Time to process one batch end to end",
-            m.batch_seconds.clone(),
-        );
-        r.register("batch_size", "Messages per batch", m.batch_size.clone());
         m.consumer.register(registry);
         m
     }
