@@ -9,7 +9,8 @@
 # Environment:
 #   BOOTSTRAP_SERVERS   broker list                                  (default kafka:9092)
 #   REPLICATION_FACTOR  replicas per partition                       (default 1)
-#   PARTITIONS          partitions of the event, prediction and action topics (default 12)
+#   PARTITIONS          partitions of the event, prediction, action and recommendation
+#                       topics (default 12)
 #   TOPIC_PREFIX        namespace of every topic name                (default funnel)
 #   KAFKA_BIN           folder of kafka-topics.sh                    (default /opt/kafka/bin)
 #   COMMAND_CONFIG      client properties file (SASL/TLS), optional
@@ -32,9 +33,10 @@ if [ -n "${COMMAND_CONFIG:-}" ]; then client_args+=(--command-config "$COMMAND_C
 # counts as `funnel topics create`; the DLQ also keeps its rejects for 14 days. Topics with
 # `-` keep the broker's retention (7 days by default).
 #   events.raw, events.v1         ingest in and out
-#   catalog.v1, events.dlq        ingest
+#   catalog.v1, events.dlq        ingest (the recommender reads the catalog whole)
 #   predictions.behavior.v1       behavior-predictor out, keyed by user_id like events.v1
 #   actions.conversion.v1         behavior-predictor out (conversion actions)
+#   recommendations.v1            recommender out (every answer), keyed by user_id
 topics="
 ${prefix}.events.raw               ${partitions}  -
 ${prefix}.events.v1                ${partitions}  -
@@ -42,9 +44,8 @@ ${prefix}.catalog.v1               6              cleanup.policy=compact
 ${prefix}.events.dlq               1              retention.ms=1209600000
 ${prefix}.predictions.behavior.v1  ${partitions}  -
 ${prefix}.actions.conversion.v1    ${partitions}  -
+${prefix}.recommendations.v1       ${partitions}  -
 "
-# Later, with its service:
-#   ${prefix}.recommendations.v1       ${partitions}  -
 
 # The broker may still be electing its controller: wait up to two minutes.
 for attempt in $(seq 1 60); do
