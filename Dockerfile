@@ -2,7 +2,7 @@
 #
 # One image for every Funnel binary: the services and the `funnel` operator CLI.
 # A container picks its binary with its command (compose `command:`, Kubernetes `command:`);
-# the default is the ingest service. Services: ingest, behavior-predictor.
+# the default is the ingest service. Services: ingest, behavior-predictor, recommender.
 #
 # Stages
 #   onnxruntime  the ONNX Runtime shared library, taken from the onnxruntime PyPI wheel
@@ -46,7 +46,7 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
       protobuf-compiler build-essential pkg-config zlib1g-dev libssl-dev
 
 # The binaries this image carries, by Cargo bin name. A new service is one more word here.
-ARG BINARIES="ingest behavior-predictor funnel"
+ARG BINARIES="ingest behavior-predictor recommender funnel"
 
 WORKDIR /src
 # The whole workspace manifest set: members = ["crates/*", "tests"], and funnel-proto's
@@ -82,13 +82,15 @@ RUN groupadd --system --gid 10001 funnel \
  && useradd --system --uid 10001 --gid funnel --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin funnel
 
-# ONNX Runtime and the models. behavior-predictor reads them from models.runtime_library
-# (default .tools/onnxruntime/libonnxruntime.so, a development path) and models.root (default
-# `models`, relative to the working directory, so /opt/funnel/models from WORKDIR below).
-# Its deployments set both explicitly: FUNNEL_MODELS__RUNTIME_LIBRARY and FUNNEL_MODELS__ROOT
-# in docker-compose.yml, [models] in deploy/k8s/behavior-predictor.toml. They are not set here
-# with ENV: every service rejects unknown keys, and ingest has no [models] section, so an
-# image-wide FUNNEL_MODELS__* would stop ingest (exit 64). ORT_DYLIB_PATH is what the ort
+# ONNX Runtime and the models. behavior-predictor and recommender read them from
+# models.runtime_library (default .tools/onnxruntime/libonnxruntime.so, a development path)
+# and models.root (default `models`, relative to the working directory, so /opt/funnel/models
+# from WORKDIR below). models/ also carries the files they read at start: behavior-predictor's
+# policy.toml and recommender's rules.toml (policy.file and rules.file, default
+# models/<file>). Their deployments set the paths explicitly: FUNNEL_MODELS__* (and
+# FUNNEL_RULES__FILE) in docker-compose.yml, [models] in deploy/k8s/<service>.toml. They are
+# not set here with ENV: every service rejects unknown keys, and ingest has no [models]
+# section, so an image-wide FUNNEL_MODELS__* would stop ingest (exit 64). ORT_DYLIB_PATH is what the ort
 # crate itself reads when no path is passed to it.
 COPY --from=onnxruntime /opt/onnxruntime/ /opt/onnxruntime/
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so
@@ -101,10 +103,12 @@ USER 10001:10001
 # Each service keeps its default ports (see `<binary> --print-config`):
 #   ingest              gRPC 50051, admin HTTP 9464
 #   behavior-predictor  gRPC 50052, admin HTTP 9465
+#   recommender         gRPC 50053, admin HTTP 9466
 # The admin port serves /metrics, /healthz (liveness) and /readyz (readiness).
-EXPOSE 50051 9464 50052 9465
+EXPOSE 50051 9464 50052 9465 50053 9466
 # The healthcheck is ingest's (admin 9464). A container on another admin port
-# (behavior-predictor: 9465) overrides it, and one running the CLI disables it.
+# (behavior-predictor: 9465, recommender: 9466) overrides it, and one running the CLI
+# disables it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["curl", "-fsS", "--max-time", "2", "-o", "/dev/null", "http://127.0.0.1:9464/readyz"]
 # Services drain on SIGTERM within their 30 s grace period.
