@@ -12,7 +12,7 @@ A layer whose tool is not installed is reported as skipped and does not fail the
 - Report               ok / FAIL / skip / warn lines and the closing count
 - parse_dockerfile     BuildKit's own parser when the `dockerfile` package is installed
 - check_dockerfile     stages, pinned bases, non-root user, HEALTHCHECK, binaries, .dockerignore
-- SERVICES             the deployed services, their default ports and topics
+- SERVICES             the deployed services: default ports, topics, models and files
 - check_service_config a service's effective config against its ports, topics and the image
 - check_compose        Compose Specification schema, compose-go's loader, Funnel's rules
 - check_k8s            every YAML document, kustomize render, Kubernetes schemas, Funnel's rules
@@ -63,6 +63,16 @@ DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
+class Model:
+    """A model folder a service loads: models/<[models] name key>/<[models] version key>/,
+    holding `files`. An empty version means the model is off (not checked)."""
+
+    name_key: str
+    version_key: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Service:
     """A deployed Funnel service: its name (the binary, the compose service, the Deployment,
     Service and PodDisruptionBudget) and the defaults of `<name> --print-config` that the
@@ -73,9 +83,18 @@ class Service:
     admin: int
     # [topics] key -> default name; every one must be created by create-topics.sh.
     topics: dict[str, str]
-    # Loads ONNX Runtime and models ([models]): both must be the image's paths.
-    models: bool = False
+    # [models] defaults (development paths, model names and versions) when the service loads
+    # ONNX Runtime and models: root and runtime_library must be the image's paths.
+    models: dict[str, str] = field(default_factory=dict)
+    # The model folders it loads, which must be in the repository's models/.
+    model_dirs: tuple[Model, ...] = ()
+    # Files read at start, "section.key" -> default (relative to the working directory): they
+    # must be in the image's models/ and in the repository.
+    files: dict[str, str] = field(default_factory=dict)
 
+
+# The development paths every model-loading service defaults to.
+MODEL_PATHS = {"root": "models", "runtime_library": ".tools/onnxruntime/libonnxruntime.so"}
 
 SERVICES = [
     Service(
@@ -99,18 +118,43 @@ SERVICES = [
             # Conversion actions: the key lands with that feature; the topic exists already.
             "actions": "funnel.actions.conversion.v1",
         },
-        models=True,
+        models={
+            **MODEL_PATHS,
+            "intent": "intent",
+            "intent_version": "1",
+            "repurchase": "repurchase",
+            "repurchase_version": "1",
+        },
+        model_dirs=(
+            Model("intent", "intent_version", ("model.json", "model.onnx")),
+            Model("repurchase", "repurchase_version", ("model.json", "model.onnx")),
+        ),
+    ),
+    Service(
+        "recommender",
+        grpc=50053,
+        admin=9466,
+        topics={
+            "events": "funnel.events.v1",
+            "catalog": "funnel.catalog.v1",
+            "recommendations": "funnel.recommendations.v1",
+        },
+        models={
+            **MODEL_PATHS,
+            "ranker": "ranker",
+            "ranker_version": "1",
+            "embeddings": "item-embeddings",
+            "embeddings_version": "1",
+        },
+        model_dirs=(
+            Model("ranker", "ranker_version", ("model.json", "model.onnx")),
+            Model(
+                "embeddings", "embeddings_version", ("model.json", "embeddings.f32", "items.txt")
+            ),
+        ),
+        files={"rules.file": "models/rules.toml"},
     ),
 ]
-# [models] defaults (development paths) and the model directories the service loads.
-MODELS_DEFAULTS = {
-    "root": "models",
-    "runtime_library": ".tools/onnxruntime/libonnxruntime.so",
-    "intent": "intent",
-    "intent_version": "1",
-    "repurchase": "repurchase",
-    "repurchase_version": "1",
-}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -652,7 +696,10 @@ def service_config(svc: Service, files: dict, env: dict[str, str]) -> dict[str, 
         "topics": dict(svc.topics),
     }
     if svc.models:
-        config["models"] = dict(MODELS_DEFAULTS)
+        config["models"] = dict(svc.models)
+    for dotted, value in svc.files.items():
+        section, key = dotted.split(".", 1)
+        config.setdefault(section, {})[key] = value
     for section, values in files.items():
         if isinstance(values, dict):
             config.setdefault(section, {}).update(values)
@@ -695,17 +742,31 @@ def check_service_config(
         [f"not created: {', '.join(missing)}"],
     )
     if image is not None:
-        # Files a service reads at start (policy.file, ...) must be in the image, or it stops
-        # with exit 64. Only models/ is copied in; a mounted file needs its path set.
+        # Files a service reads at start (policy.file, rules.file, ...) must be in the image,
+        # or it stops with exit 64. Only models/ is copied in; a mounted file needs its path
+        # set. One the service must have (SERVICES' files) is checked, others warned about.
+        required = {tuple(dotted.split(".", 1)) for dotted in svc.files}
         for section, values in config.items():
             for key, value in (values if isinstance(values, dict) else {}).items():
-                if (key == "file" or key.endswith("_file")) and value:
-                    path = os.path.normpath(os.path.join(image.workdir, str(value)))
-                    if not path.startswith(f"{image.models_dir}/"):
-                        report.warn(
-                            f"{where}: {section}.{key} {path} is not in the image (only "
-                            f"{image.models_dir} is): set it to a file the container has"
-                        )
+                if not ((key == "file" or key.endswith("_file")) and value):
+                    continue
+                path = os.path.normpath(os.path.join(image.workdir, str(value)))
+                inside = image.models_dir is not None and path.startswith(f"{image.models_dir}/")
+                shipped = inside and (
+                    ROOT / "models" / os.path.relpath(path, str(image.models_dir))
+                ).is_file()
+                if (section, key) in required:
+                    report.check(
+                        shipped,
+                        f"{where}: {section}.{key} {path} is a file the image carries "
+                        f"(models/ copied to {image.models_dir})",
+                        [f"the image has only models/ (at {image.models_dir}) of the repository"],
+                    )
+                elif not inside:
+                    report.warn(
+                        f"{where}: {section}.{key} {path} is not in the image (only "
+                        f"{image.models_dir} is): set it to a file the container has"
+                    )
     models = config.get("models")
     if models is None or image is None:
         return
@@ -722,11 +783,18 @@ def check_service_config(
         f"{where}: models.runtime_library {library} is the image's libonnxruntime.so "
         f"({image.onnxruntime_dir})",
     )
-    for model in ("intent", "repurchase"):
-        folder = Path("models") / str(models.get(model)) / str(models.get(f"{model}_version"))
+    for model in svc.model_dirs:
+        version = str(models.get(model.version_key, ""))
+        if not version:
+            report.note(f"{where}: models.{model.version_key} is empty, {model.name_key} off")
+            continue
+        folder = Path("models") / str(models.get(model.name_key)) / version
+        missing = [f for f in model.files if not (ROOT / folder / f).is_file()]
         report.check(
-            (ROOT / folder / "model.json").is_file() and (ROOT / folder / "model.onnx").is_file(),
-            f"{where}: model {model} {folder}/ (model.json, model.onnx) is in the repository",
+            not missing,
+            f"{where}: model {model.name_key} {folder}/ ({', '.join(model.files)}) is in the "
+            "repository",
+            [f"missing: {', '.join(missing)}"],
         )
 
 
