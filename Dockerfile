@@ -87,10 +87,11 @@ RUN groupadd --system --gid 10001 funnel \
 # and models.root (default `models`, relative to the working directory, so /opt/funnel/models
 # from WORKDIR below). models/ also carries the files they read at start: behavior-predictor's
 # policy.toml and recommender's rules.toml (policy.file and rules.file, default
-# models/<file>). Their deployments set the paths explicitly: FUNNEL_MODELS__* (and
-# FUNNEL_RULES__FILE) in docker-compose.yml, [models] in deploy/k8s/<service>.toml. They are
-# not set here with ENV: every service rejects unknown keys, and ingest has no [models]
-# section, so an image-wide FUNNEL_MODELS__* would stop ingest (exit 64). ORT_DYLIB_PATH is what the ort
+# models/<file>, which resolves here as it does in the repository). Their deployments set
+# the two model paths explicitly: FUNNEL_MODELS__* in docker-compose.yml, [models] in
+# deploy/k8s/<service>.toml. They are not set here with ENV: every service rejects unknown
+# keys, and ingest has no [models] section, so an image-wide FUNNEL_MODELS__* would stop
+# ingest (exit 64). ORT_DYLIB_PATH is what the ort
 # crate itself reads when no path is passed to it.
 COPY --from=onnxruntime /opt/onnxruntime/ /opt/onnxruntime/
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so
