@@ -1561,7 +1561,11 @@ def _interpolate_defaults(value: object) -> str:
 def _run_with_env(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # A clean environment: the developer's own FUNNEL_* variables must not leak in.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    return subprocess.run(command, capture_output=True, text=True, env={**base, **env}, timeout=60)
+    # From the repository root, as from the image's WORKDIR: relative defaults such as
+    # models/rules.toml, which the services read while loading their configuration, resolve.
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**base, **env}, timeout=60, cwd=ROOT
+    )
 
 
 def check_binaries(report: Report, image: DockerfileFacts | None, enabled: bool) -> None:
