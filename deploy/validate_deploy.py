@@ -115,8 +115,9 @@ SERVICES = [
         topics={
             "events": "funnel.events.v1",
             "predictions": "funnel.predictions.behavior.v1",
-            # Conversion actions: the key lands with that feature; the topic exists already.
             "actions": "funnel.actions.conversion.v1",
+            # Written only when models.shadow_version is set; created anyway.
+            "shadow": "funnel.predictions.behavior.shadow.v1",
         },
         models={
             **MODEL_PATHS,
@@ -129,6 +130,7 @@ SERVICES = [
             Model("intent", "intent_version", ("model.json", "model.onnx")),
             Model("repurchase", "repurchase_version", ("model.json", "model.onnx")),
         ),
+        files={"policy.file": "models/policy.toml"},
     ),
     Service(
         "recommender",

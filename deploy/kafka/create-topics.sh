@@ -32,19 +32,21 @@ if [ -n "${COMMAND_CONFIG:-}" ]; then client_args+=(--command-config "$COMMAND_C
 # name  partitions  configs (comma-separated key=value, or -). The same names and partition
 # counts as `funnel topics create`; the DLQ also keeps its rejects for 14 days. Topics with
 # `-` keep the broker's retention (7 days by default).
-#   events.raw, events.v1         ingest in and out
-#   catalog.v1, events.dlq        ingest (the recommender reads the catalog whole)
-#   predictions.behavior.v1       behavior-predictor out, keyed by user_id like events.v1
-#   actions.conversion.v1         behavior-predictor out (conversion actions)
-#   recommendations.v1            recommender out (every answer), keyed by user_id
+#   events.raw, events.v1           ingest in and out
+#   catalog.v1, events.dlq          ingest (the recommender reads the catalog whole)
+#   predictions.behavior.v1         behavior-predictor out, keyed by user_id like events.v1
+#   actions.conversion.v1           behavior-predictor out (conversion actions)
+#   predictions.behavior.shadow.v1  behavior-predictor out, only with a shadow model set
+#   recommendations.v1              recommender out (every answer), keyed by user_id
 topics="
-${prefix}.events.raw               ${partitions}  -
-${prefix}.events.v1                ${partitions}  -
-${prefix}.catalog.v1               6              cleanup.policy=compact
-${prefix}.events.dlq               1              retention.ms=1209600000
-${prefix}.predictions.behavior.v1  ${partitions}  -
-${prefix}.actions.conversion.v1    ${partitions}  -
-${prefix}.recommendations.v1       ${partitions}  -
+${prefix}.events.raw                      ${partitions}  -
+${prefix}.events.v1                       ${partitions}  -
+${prefix}.catalog.v1                      6              cleanup.policy=compact
+${prefix}.events.dlq                      1              retention.ms=1209600000
+${prefix}.predictions.behavior.v1         ${partitions}  -
+${prefix}.actions.conversion.v1           ${partitions}  -
+${prefix}.predictions.behavior.shadow.v1  ${partitions}  -
+${prefix}.recommendations.v1              ${partitions}  -
 "
 
 # The broker may still be electing its controller: wait up to two minutes.
