@@ -2,7 +2,10 @@
 //! Redis given, librdkafka's in-process mock cluster is the broker and an
 //! in-memory store the feature store; simulated traffic flows through ingest
 //! and behavior-predictor while a live summary prints progress, rates, DLQ
-//! counts, a shopper's features and the latest intent predictions.
+//! counts, a shopper's features and the latest intent predictions. Given Redis, the
+//! recommender runs too and shows a live list for a shopper at every summary.
+
+mod recommender;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -57,7 +60,13 @@ pub struct Args {
     /// behavior-predictor's admin address (metrics, health).
     #[arg(long, default_value = "127.0.0.1:9465")]
     predictor_admin_listen: String,
-    /// Directory holding the models (`intent/1`, `repurchase/1`).
+    /// gRPC address of the recommender (started only with `--redis`).
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    recommender_grpc_listen: String,
+    /// The recommender's admin address (metrics, health).
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    recommender_admin_listen: String,
+    /// Directory holding the models (`intent/1`, `repurchase/1`, `ranker/1`, ...).
     #[arg(long, default_value = "models")]
     models_root: PathBuf,
     /// The ONNX Runtime shared library (installed by scripts/setup.sh).
@@ -171,6 +180,11 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     config.redis.key_prefix = KEY_PREFIX.into();
     config.models.root = args.models_root.display().to_string();
     config.models.runtime_library = args.onnxruntime.display().to_string();
+    // The conversion policy keeps its caps in Redis: without it, no policy.
+    config.policy.file = match &store {
+        Store::Redis(_) => args.models_root.join("policy.toml").display().to_string(),
+        Store::Memory(_) => String::new(),
+    };
     let scorer = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
@@ -182,6 +196,24 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let listeners = behavior_predictor::Listeners::bind(&config).await?;
     let predictor_grpc = listeners.grpc.local_addr()?;
     let predictor_admin = listeners.admin.local_addr()?;
+    let recommender = match &store {
+        Store::Redis(_) => Some(
+            recommender::DemoRecommender::start(
+                recommender::Setup {
+                    brokers: &brokers,
+                    key_prefix: KEY_PREFIX,
+                    grpc_listen: &args.recommender_grpc_listen,
+                    admin_listen: &args.recommender_admin_listen,
+                    models_root: &args.models_root,
+                    onnxruntime: &args.onnxruntime,
+                },
+                store.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        Store::Memory(_) => None,
+    };
     let predictor = tokio::spawn(behavior_predictor::run(
         config,
         listeners,
@@ -198,6 +230,13 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     println!(
         "  behavior-predictor ({model}) gRPC on {predictor_grpc} (funnel.behavior.v1.BehaviorPredictor); metrics on http://{predictor_admin}/metrics"
     );
+    match &recommender {
+        Some(r) => println!(
+            "  recommender gRPC on {} (funnel.recommender.v1.Recommender)",
+            r.grpc
+        ),
+        None => println!("  recommender: not started (it needs Redis: --redis URL)"),
+    }
     println!(
         "  simulated traffic at {} events/s ({}% malformed, {}% re-sent); Ctrl-C to stop\n",
         args.rate,
@@ -286,15 +325,20 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        last = summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
+        let user = last_user.lock().expect("lock").0.clone();
+        last = summary(admin_addr, grpc_addr, &sent, &user, started, last).await;
         predictions.print(predictor_admin).await;
+        if let Some(r) = &recommender {
+            r.print(&user).await;
+        }
         let done_by_time = args
             .duration
             .is_some_and(|d| started.elapsed() >= Duration::from_secs(d));
         if done_by_time || feeder.is_finished() {
             // Let ingest drain what was produced before stopping.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            summary(admin_addr, grpc_addr, &sent, &last_user, started, last).await;
+            let user = last_user.lock().expect("lock").0.clone();
+            summary(admin_addr, grpc_addr, &sent, &user, started, last).await;
             predictions.print(predictor_admin).await;
             shutdown.trigger();
             break;
@@ -305,6 +349,9 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     }
     ingest.await??;
     predictor.await??;
+    if let Some(r) = recommender {
+        r.task.await??;
+    }
     // Its consumer leaves the group while the (mock) broker still runs.
     predictions.task.await?;
     println!(
@@ -318,7 +365,7 @@ async fn summary(
     admin: SocketAddr,
     grpc: SocketAddr,
     sent: &AtomicU64,
-    last_user: &Mutex<(String, String)>,
+    user: &str,
     started: Instant,
     last: (Instant, f64),
 ) -> (Instant, f64) {
@@ -341,12 +388,11 @@ async fn summary(
         started.elapsed().as_secs_f64(),
         sent.load(Ordering::Relaxed),
     );
-    let user = last_user.lock().expect("lock").0.clone();
     if !user.is_empty()
         && let Ok(mut client) = FeaturesClient::connect(format!("http://{grpc}")).await
         && let Ok(f) = client
             .get_user_features(GetUserFeaturesRequest {
-                user_id: user.clone(),
+                user_id: user.into(),
             })
             .await
     {

@@ -5,8 +5,9 @@ use funnel_bus::{KafkaConfig, Topics};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Create the raw, canonical, catalog (compacted), DLQ and behavior predictions topics
-    /// if missing.
+    /// Create the raw, canonical, catalog (compacted) and DLQ topics and the services'
+    /// output topics (predictions, conversion actions, shadow predictions,
+    /// recommendations) if missing.
     Create {
         /// Bootstrap servers.
         #[arg(long, default_value = "localhost:9092")]
@@ -22,13 +23,17 @@ pub enum Command {
 
 /// The contract's topics with their partition counts.
 pub fn specs(topics: &Topics, partitions: i32, replication: i32) -> Vec<TopicSpec> {
+    let behavior = behavior_predictor::config::BehaviorTopics::default();
     let mut specs = vec![
         TopicSpec::new(&topics.raw, partitions),
         TopicSpec::new(&topics.events, partitions),
         TopicSpec::new(&topics.catalog, partitions.min(6)).compacted(),
         TopicSpec::new(&topics.dlq, 1),
+        TopicSpec::new(&behavior.predictions, partitions),
+        TopicSpec::new(&behavior.actions, partitions),
+        TopicSpec::new(&behavior.shadow, partitions),
         TopicSpec::new(
-            &behavior_predictor::config::BehaviorTopics::default().predictions,
+            &recommender::config::RecommenderTopics::default().recommendations,
             partitions,
         ),
     ];
@@ -45,16 +50,10 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             partitions,
             replication,
         } => {
-            let topics = Topics::default();
-            ensure_topics(
-                &KafkaConfig::new(&kafka, "funnel-admin"),
-                &specs(&topics, partitions, replication),
-            )
-            .await?;
-            println!(
-                "topics ready: {}, {}, {} (compacted), {}",
-                topics.raw, topics.events, topics.catalog, topics.dlq
-            );
+            let specs = specs(&Topics::default(), partitions, replication);
+            ensure_topics(&KafkaConfig::new(&kafka, "funnel-admin"), &specs).await?;
+            let names = specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>();
+            println!("topics ready: {}", names.join(", "));
             Ok(())
         }
     }
