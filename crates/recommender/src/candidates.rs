@@ -9,7 +9,8 @@
 //!   recent categories, and trending over every top-level category (today + yesterday).
 //! - `recent`: the user's own recent items.
 //! - `content`: items sharing the anchors' leaf category, brand or title words, scored by
-//!   content similarity, items new to the catalog first; without anchors, the newest items
+//!   content similarity, items new to the catalog first (a word shared by more than
+//!   `catalog.index_per_key` items is too common to count); without anchors, the newest items
 //!   of the trending items' categories (cold start).
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use crate::catalog::{CatalogData, Popularity};
 use crate::config::CandidateLimits;
 use crate::embeddings::Embeddings;
 use crate::features::{
-    ItemLookup, Neighbours, Prepared, RankInputs, content_similarity, recent_distinct,
+    FastMap, ItemLookup, Neighbours, Prepared, RankInputs, content_similarity, recent_distinct,
 };
 
 /// A candidate source.
@@ -120,7 +121,7 @@ impl Candidates {
 }
 
 /// Items best first by score, ties by id.
-fn ranked(scores: HashMap<&str, f64>) -> Vec<&str> {
+fn ranked(scores: FastMap<&str, f64>) -> Vec<&str> {
     let mut v: Vec<(&str, f64)> = scores.into_iter().collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     v.into_iter().map(|(i, _)| i).collect()
@@ -131,7 +132,7 @@ fn weighted_neighbours<'a>(
     anchors: impl Iterator<Item = (&'a str, f64)>,
     lists: &'a Neighbours,
 ) -> Vec<&'a str> {
-    let mut scores: HashMap<&str, f64> = HashMap::new();
+    let mut scores: FastMap<&str, f64> = FastMap::default();
     for (anchor, weight) in anchors {
         let Some(list) = lists.get(anchor) else {
             continue;
@@ -165,6 +166,8 @@ pub struct SourceData<'a, L: ItemLookup> {
     pub embeddings: Option<&'a Embeddings>,
     /// Items first seen at or after this time (ms) are new.
     pub new_since_ms: i64,
+    /// `catalog.index_per_key`: a title word's pool this full is skipped.
+    pub index_per_key: usize,
 }
 
 impl<L: ItemLookup> SourceData<'_, L> {
@@ -208,7 +211,7 @@ impl<L: ItemLookup> SourceData<'_, L> {
         let Some(e) = self.embeddings else {
             return Vec::new();
         };
-        let mut scores: HashMap<&str, f64> = HashMap::new();
+        let mut scores: FastMap<&str, f64> = FastMap::default();
         for (anchor, _) in self.prepared.covis_anchors() {
             for (item, dot) in e.neighbours(anchor) {
                 let s = scores.entry(item).or_insert(f64::MIN);
@@ -241,19 +244,26 @@ impl<L: ItemLookup> SourceData<'_, L> {
                 .map(String::as_str)
                 .collect();
         }
-        let mut scores: HashMap<&str, f64> = HashMap::new();
+        let mut scores: FastMap<&str, f64> = FastMap::default();
         for anchor in anchors {
             let Some(a) = items.get(anchor) else {
                 continue;
             };
             let r = &a.record;
+            // A title word that fills its index (`catalog.index_per_key` items) is too
+            // common to say anything; such pools are skipped.
+            let words = r
+                .tokens
+                .iter()
+                .filter_map(|t| self.catalog.by_token.get(t))
+                .filter(|pool| pool.len() < self.index_per_key);
             let pools = [
                 self.catalog.by_leaf.get(&r.category),
                 self.catalog.by_brand.get(&r.brand),
             ]
             .into_iter()
-            .chain(r.tokens.iter().map(|t| self.catalog.by_token.get(t)))
-            .flatten();
+            .flatten()
+            .chain(words);
             for pool in pools {
                 for item in pool {
                     if item == anchor || scores.contains_key(item.as_str()) {

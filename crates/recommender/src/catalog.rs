@@ -22,7 +22,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::CatalogSettings;
-use crate::features::{ItemRecord, top_level};
+use crate::features::{FastMap, ItemRecord, top_level};
 use crate::metrics::Metrics;
 
 /// One catalog item as kept.
@@ -36,7 +36,7 @@ pub struct CatalogEntry {
 /// Items and their content indexes.
 #[derive(Debug, Default)]
 pub struct CatalogData {
-    pub items: HashMap<String, CatalogEntry>,
+    pub items: FastMap<String, CatalogEntry>,
     pub by_leaf: HashMap<String, VecDeque<String>>,
     pub by_brand: HashMap<String, VecDeque<String>>,
     pub by_token: HashMap<String, VecDeque<String>>,
@@ -145,7 +145,7 @@ pub struct Popularity {
     /// Category → (item, today + yesterday), highest first.
     pub by_category: HashMap<String, Vec<(String, f64)>>,
     /// Item → its score in its leaf category's top list (0 outside it).
-    pub by_item: HashMap<String, f64>,
+    pub by_item: FastMap<String, f64>,
     /// Items of every top-level category together, highest first.
     pub trending: Vec<(String, f64)>,
 }
@@ -225,10 +225,15 @@ impl Catalog {
         }
         {
             let data = self.read();
-            for (id, entry) in &data.items {
-                let leaf = popularity.by_category.get(&entry.record.category);
-                if let Some(score) = leaf.and_then(|l| l.iter().find(|(i, _)| i == id)) {
-                    popularity.by_item.insert(id.clone(), score.1);
+            for (category, top) in &popularity.by_category {
+                for (id, score) in top {
+                    if data
+                        .items
+                        .get(id)
+                        .is_some_and(|e| e.record.category == *category)
+                    {
+                        popularity.by_item.insert(id.clone(), *score);
+                    }
                 }
             }
         }

@@ -257,12 +257,16 @@ pub fn bought_anchors<'a>(context: Option<&'a String>, user: &'a UserSignals) ->
     )
 }
 
+/// Fast hashing for the maps built per request (keys are item ids, not attacker-chosen
+/// at a scale that matters: a request brings at most a few thousand).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One anchor's neighbour list as the features read it.
 struct Anchor<'a> {
     id: &'a str,
     weight: f64,
     /// Neighbour → score / the list's highest score; `None` for an empty or missing list.
-    normalised: Option<HashMap<&'a str, f64>>,
+    normalised: Option<FastMap<&'a str, f64>>,
 }
 
 fn weighted<'a>(ids: &[&'a str], lists: &'a Neighbours) -> (Vec<Anchor<'a>>, f64) {
@@ -309,13 +313,18 @@ fn neighbour_score(anchors: &[Anchor<'_>], total: f64, candidate: &str) -> f64 {
     sum / total
 }
 
+/// An anchor's id, catalog record and embedding.
+type AnchorItem<'a> = (&'a str, Option<&'a ItemRecord>, Option<&'a [f32]>);
+
 /// What every candidate of one request shares, derived once.
 pub struct Prepared<'a, L: ItemLookup> {
     inputs: &'a RankInputs,
     lookup: &'a L,
     covis: (Vec<Anchor<'a>>, f64),
     bought: (Vec<Anchor<'a>>, f64),
-    recent_rank: HashMap<&'a str, usize>,
+    /// The co-visitation anchors' catalog records and embeddings, looked up once.
+    anchor_items: Vec<AnchorItem<'a>>,
+    recent_rank: FastMap<&'a str, usize>,
     mean_recent_price: Option<f64>,
     /// Top levels of the first 20 recent categories.
     category_tops: Vec<&'a str>,
@@ -335,10 +344,17 @@ impl RankInputs {
             .collect();
         let mean_recent_price =
             (!prices.is_empty()).then(|| prices.iter().sum::<f64>() / prices.len() as f64);
+        let covis = weighted(&anchors(context, &self.user), &self.covis);
+        let anchor_items = covis
+            .0
+            .iter()
+            .map(|a| (a.id, lookup.item(a.id), lookup.embedding(a.id)))
+            .collect();
         Prepared {
             inputs: self,
             lookup,
-            covis: weighted(&anchors(context, &self.user), &self.covis),
+            covis,
+            anchor_items,
             bought: weighted(&bought_anchors(context, &self.user), &self.bought),
             recent_rank: recent.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             mean_recent_price,
@@ -377,10 +393,9 @@ impl<L: ItemLookup> Prepared<'_, L> {
         f[COVIS] = neighbour_score(&self.covis.0, self.covis.1, candidate);
         f[BOUGHT] = neighbour_score(&self.bought.0, self.bought.1, candidate);
         f[6] = lookup.embedding(candidate).map_or(0.0, |c| {
-            self.covis
-                .0
+            self.anchor_items
                 .iter()
-                .filter_map(|a| lookup.embedding(a.id))
+                .filter_map(|(_, _, embedding)| *embedding)
                 .map(|a| {
                     a.iter()
                         .zip(c)
@@ -391,11 +406,10 @@ impl<L: ItemLookup> Prepared<'_, L> {
                 .unwrap_or(0.0)
         });
         f[7] = self
-            .covis
-            .0
+            .anchor_items
             .iter()
-            .filter(|a| a.id != candidate)
-            .map(|a| content_similarity(lookup.item(a.id), item))
+            .filter(|(id, _, _)| *id != candidate)
+            .map(|(_, record, _)| content_similarity(*record, item))
             .reduce(f64::max)
             .unwrap_or(0.0);
         f[POPULARITY] = lookup.popularity(candidate).ln_1p();

@@ -113,6 +113,7 @@ pub fn load_models(config: &Config) -> anyhow::Result<Models> {
                 m.ranker, m.root
             )
         })?;
+    let started = std::time::Instant::now();
     let embeddings = if m.embeddings_version.is_empty() {
         None
     } else {
@@ -132,6 +133,10 @@ pub fn load_models(config: &Config) -> anyhow::Result<Models> {
             })?,
         )
     };
+    if let Some(e) = &embeddings {
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(items = e.len(), version = %e.version, ms, "item embeddings loaded, neighbours found by exact search");
+    }
     Ok(Models { ranker, embeddings })
 }
 
@@ -303,6 +308,7 @@ pub async fn run(
         ranker,
         limits: config.candidates.clone(),
         new_item_ms: (config.catalog.new_item_secs as i64).saturating_mul(1000),
+        index_per_key: config.catalog.index_per_key,
         metrics: metrics.clone(),
     };
     let service = grpc::RecommenderService::new(grpc::ServiceParts {

@@ -168,6 +168,8 @@ pub struct Engine {
     pub ranker: Arc<ModelHandle>,
     pub limits: CandidateLimits,
     pub new_item_ms: i64,
+    /// `catalog.index_per_key`.
+    pub index_per_key: usize,
     pub metrics: Metrics,
 }
 
@@ -204,6 +206,7 @@ impl Engine {
             popularity: &popularity,
             embeddings: self.embeddings.as_deref(),
             new_since_ms,
+            index_per_key: self.index_per_key,
         }
         .generate(&self.limits);
         for (source, n) in &candidates.produced {

@@ -299,7 +299,12 @@ impl RecStore {
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(3);
-        let client = redis::Client::open(config.url.as_str()).context("redis.url is not valid")?;
+        // Without TCP_NODELAY a script call can wait for a delayed ACK (about 40 ms).
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .context("redis.url is not valid")?;
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let client =
+            redis::Client::open(info.set_tcp_settings(tcp)).context("redis.url is not valid")?;
         let mut conn = ConnectionManager::new_with_config(client, manager)
             .await
             .context("failed to connect to redis")?;
