@@ -63,6 +63,11 @@ pub struct PredictorArgs {
     /// Passed as `predictor.debounce_ms` (default: the service's, 1000).
     #[arg(long)]
     debounce_ms: Option<u64>,
+    /// Swap the intent model this many seconds into the latency run: the predictor then
+    /// serves a copy of the models root whose intent version 2 is version 1 under another
+    /// name, watched every second, and latency around the swap is reported apart.
+    #[arg(long)]
+    swap_at_secs: Option<u64>,
     /// Log filter of the predictor child.
     #[arg(long, default_value = "warn")]
     log_filter: String,
@@ -140,8 +145,20 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         ("FUNNEL_TOPICS__EVENTS", topics.events.clone()),
         ("FUNNEL_TOPICS__PREDICTIONS", predictions.clone()),
     ];
-    if let Some(root) = &args.models_root {
-        extra.push(("FUNNEL_MODELS__ROOT", root.display().to_string()));
+    let models_root = args.models_root.clone().unwrap_or_else(|| "models".into());
+    let swap = match args.swap_at_secs {
+        Some(at) => Some((
+            SwapCopy::create(&models_root, &prefix)?,
+            Duration::from_secs(at),
+        )),
+        None => None,
+    };
+    match &swap {
+        Some((copy, _)) => {
+            extra.push(("FUNNEL_MODELS__ROOT", copy.root.display().to_string()));
+            extra.push(("FUNNEL_MODELS__RELOAD_SECS", "1".into()));
+        }
+        None => extra.push(("FUNNEL_MODELS__ROOT", models_root.display().to_string())),
     }
     if let Some(lib) = &args.onnxruntime {
         extra.push(("FUNNEL_MODELS__RUNTIME_LIBRARY", lib.display().to_string()));
@@ -184,7 +201,18 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
             .await?;
     let cpu0 = crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0);
     let started = Instant::now();
+    let swapping = swap.as_ref().map(|(copy, at)| {
+        let (serving, at, swapped) = (copy.serving(), *at, Arc::clone(&reader.swapped));
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            *swapped.lock().expect("lock") = Some(Instant::now());
+            SwapCopy::serve(&serving, "2")
+        })
+    });
     let (offered, tracked) = produce_paced(&producer, paced, args.rate, &reader.sent).await?;
+    if let Some(task) = swapping {
+        task.await??;
+    }
     let offered_rate = offered as f64 / started.elapsed().as_secs_f64();
     child
         .follow(
@@ -196,7 +224,11 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     settled(&child, "behavior_predictions_total").await;
     let cores = (crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0) - cpu0)
         / started.elapsed().as_secs_f64();
-    let latencies = reader.finish().await?;
+    let Latencies {
+        all: latencies,
+        around_swap,
+        by_version,
+    } = reader.finish().await?;
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "  latency run: offered {offered_rate:.0} events/s for {:.1} s ({offered} events, {tracked} user events); predictor {cores:.2} cores",
@@ -211,6 +243,21 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         latencies.len(),
         100.0 * latencies.len() as f64 / tracked.max(1) as f64
     );
+    if swap.is_some() {
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  around the swap (events sent {SWAP_WINDOW_BEFORE:?} before to {SWAP_WINDOW_AFTER:?} after): p50 {:.1}  p99 {:.1}  max {:.1}  ({} predictions)",
+            ms(&around_swap, 0.5),
+            ms(&around_swap, 0.99),
+            around_swap.max() as f64 / 1000.0,
+            around_swap.len()
+        );
+        let mut versions = by_version.into_iter().collect::<Vec<_>>();
+        versions.sort();
+        for (version, n) in versions {
+            println!("  predictions by intent version {version}: {n}");
+        }
+    }
     child.terminate();
     Ok(())
 }
@@ -349,9 +396,23 @@ async fn produce_paced(
 /// send to its first prediction.
 struct PredictionReader {
     sent: Arc<Mutex<HashMap<String, Instant>>>,
+    /// When the model swap was asked for, if it was.
+    swapped: Arc<Mutex<Option<Instant>>>,
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>,
+    task: tokio::task::JoinHandle<anyhow::Result<Latencies>>,
 }
+
+/// Event → prediction latencies in µs: all of them, those of events sent around the
+/// swap, and predictions counted by model version.
+struct Latencies {
+    all: Histogram<u64>,
+    around_swap: Histogram<u64>,
+    by_version: HashMap<String, u64>,
+}
+
+/// The window around a model swap whose events' latencies are reported apart.
+const SWAP_WINDOW_BEFORE: Duration = Duration::from_secs(1);
+const SWAP_WINDOW_AFTER: Duration = Duration::from_secs(3);
 
 impl PredictionReader {
     /// Subscribes and returns once the `earlier` predictions already on the topic are
@@ -380,11 +441,18 @@ impl PredictionReader {
             read += batch.len() as u64;
         }
         let sent = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
+        let swapped = Arc::new(Mutex::new(None::<Instant>));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
-            let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
+            let (sent, swapped, stop) =
+                (Arc::clone(&sent), Arc::clone(&swapped), Arc::clone(&stop));
             tokio::spawn(async move {
-                let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+                let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
+                let mut latencies = Latencies {
+                    all: histogram()?,
+                    around_swap: histogram()?,
+                    by_version: HashMap::new(),
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(batch) = tokio::time::timeout(
                         Duration::from_millis(100),
@@ -395,26 +463,39 @@ impl PredictionReader {
                         continue;
                     };
                     let read_at = Instant::now();
+                    let swapped_at = *swapped.lock().expect("lock");
                     let mut sent = sent.lock().expect("lock");
                     for m in batch? {
                         let Ok(p) = IntentPrediction::decode(m.payload().unwrap_or_default())
                         else {
                             continue;
                         };
-                        if let Some(at) = sent.remove(&p.event_id) {
-                            latencies
-                                .saturating_record(read_at.duration_since(at).as_micros() as u64);
+                        let Some(at) = sent.remove(&p.event_id) else {
+                            continue;
+                        };
+                        let us = read_at.duration_since(at).as_micros() as u64;
+                        latencies.all.saturating_record(us);
+                        *latencies.by_version.entry(p.model_version).or_default() += 1;
+                        if swapped_at.is_some_and(|s| {
+                            at + SWAP_WINDOW_BEFORE >= s && at <= s + SWAP_WINDOW_AFTER
+                        }) {
+                            latencies.around_swap.saturating_record(us);
                         }
                     }
                 }
                 Ok(latencies)
             })
         };
-        Ok(PredictionReader { sent, stop, task })
+        Ok(PredictionReader {
+            sent,
+            swapped,
+            stop,
+            task,
+        })
     }
 
     /// Waits a moment for predictions still in flight, then stops reading.
-    async fn finish(self) -> anyhow::Result<Histogram<u64>> {
+    async fn finish(self) -> anyhow::Result<Latencies> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.stop.store(true, Ordering::Relaxed);
         self.task.await?
@@ -431,5 +512,54 @@ async fn settled(child: &ServiceChild, metric: &str) -> f64 {
             return now;
         }
         last = now;
+    }
+}
+
+/// A copy of the models root whose intent version 2 is version 1 under another name,
+/// removed when dropped.
+struct SwapCopy {
+    root: PathBuf,
+}
+
+impl SwapCopy {
+    fn create(models_root: &std::path::Path, prefix: &str) -> anyhow::Result<SwapCopy> {
+        let root = std::env::temp_dir().join(format!("{prefix}-models"));
+        for (from, to) in [
+            ("intent/1", "intent/1"),
+            ("intent/1", "intent/2"),
+            ("repurchase/1", "repurchase/1"),
+        ] {
+            let (from, to) = (models_root.join(from), root.join(to));
+            std::fs::create_dir_all(&to)?;
+            for entry in std::fs::read_dir(&from)
+                .with_context(|| format!("cannot read {}", from.display()))?
+            {
+                let entry = entry?;
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
+        }
+        let card = root.join("intent/2/model.json");
+        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&card)?)?;
+        json["version"] = "2".into();
+        std::fs::write(&card, serde_json::to_vec_pretty(&json)?)?;
+        Ok(SwapCopy { root })
+    }
+
+    fn serving(&self) -> PathBuf {
+        self.root.join("intent/serving")
+    }
+
+    /// Points the intent model at `version` in one step (a rename), as an operator would.
+    fn serve(serving: &std::path::Path, version: &str) -> anyhow::Result<()> {
+        let staged = serving.with_extension("staged");
+        std::fs::write(&staged, format!("{version}\n"))?;
+        std::fs::rename(&staged, serving)?;
+        Ok(())
+    }
+}
+
+impl Drop for SwapCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
