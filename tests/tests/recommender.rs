@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use funnel_bus::KafkaConfig;
 use funnel_bus::admin::{TopicSpec, ensure_topics};
+use funnel_core::pb::event::Payload;
 use funnel_proto::pb::recommender::v1::recommender_client::RecommenderClient;
 use funnel_proto::pb::recommender::v1::{
     ArmStats, GetExperimentStatsRequest, RecommendRequest, RecommendResponse, Recommendation,
@@ -564,12 +565,13 @@ async fn a_click_with_a_recomm_id_moves_its_arms_ctr_and_an_order_of_the_clicked
         .map(|i| i.item_id.clone())
         .collect();
     let clicked = shown[1].clone();
+    let click = world.click(&ranked_user, &clicked, &answer.recomm_id);
     world
         .send(&[
             json!({"event_id": world.event_id(), "type": "impression", "ts": now_ms(), "user_id": ranked_user,
                    "item_ids": shown, "recomm_id": answer.recomm_id}),
-            world.click(&ranked_user, &clicked, &answer.recomm_id),
-            // A replayed click (same event id) counts once; a click without recomm_id not at all.
+            click.clone(),
+            // A click without a recomm_id is not attributed.
             world.click(&ranked_user, &clicked, ""),
         ])
         .await;
@@ -604,6 +606,63 @@ async fn a_click_with_a_recomm_id_moves_its_arms_ctr_and_an_order_of_the_clicked
         .find(|s| s.arm == ARM_COVIS)
         .expect("covis arm counted");
     assert_eq!((c.recommendations, c.clicks, c.ctr), (1, 0, 0.0));
+
+    // The stream is at least once: the same canonical click delivered again changes
+    // nothing. An impression sent after it on the same partition shows it was consumed.
+    let canonical = |event_id: &str, payload: Payload| {
+        funnel_core::pb::Event {
+            event_id: event_id.to_owned(),
+            ts_ms: now_ms(),
+            user_id: ranked_user.clone(),
+            session_id: "s-replayed".into(),
+            payload: Some(payload),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let replayed = canonical(
+        click["event_id"].as_str().unwrap(),
+        Payload::Click(funnel_core::pb::Click {
+            item_id: clicked.clone(),
+            recomm_id: answer.recomm_id.clone(),
+            ..Default::default()
+        }),
+    );
+    let after = canonical(
+        "after-replay",
+        Payload::Impression(funnel_core::pb::Impression {
+            item_ids: vec![clicked.clone()],
+            recomm_id: answer.recomm_id.clone(),
+            ..Default::default()
+        }),
+    );
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &world.env.broker.brokers)
+        .create()
+        .unwrap();
+    for payload in [&replayed, &after] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&world.env.topics.events)
+                    .key(&ranked_user)
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(WAIT, || {
+        let rec = &rec;
+        async move {
+            let s = ranker_stats(&rec.stats().await).unwrap();
+            match (s.impressions, s.clicks) {
+                (5, 1) => Ok(()),
+                (5, _) => panic!("a replayed click was counted again: {s:?}"),
+                _ => Err(format!("{s:?}")),
+            }
+        }
+    })
+    .await;
 
     world.send(&[world.order(&ranked_user, &clicked)]).await;
     eventually(WAIT, || {
