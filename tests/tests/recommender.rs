@@ -1141,3 +1141,96 @@ async fn recommend_latency_under_closed_loop_load() {
     assert!(candidates >= 500.0, "{candidates} candidates per request");
     rec.stop().await;
 }
+
+/// A models root in the temp directory with the ranker at versions 1 and 2 (2 is 1
+/// renamed) and the item embeddings, so that a test can move the serving pointer.
+fn models_copy(prefix: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("{prefix}-models"));
+    let source = models_root();
+    for (name, version, as_version) in [
+        ("ranker", "1", "1"),
+        ("ranker", "1", "2"),
+        ("item-embeddings", "1", "1"),
+    ] {
+        let dir = root.join(name).join(as_version);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(source.join(name).join(version)).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            if file == "model.json" && as_version != version {
+                let mut card: Value = serde_json::from_slice(&bytes).unwrap();
+                card["version"] = json!(as_version);
+                bytes = serde_json::to_vec(&card).unwrap();
+            }
+            std::fs::write(dir.join(file), bytes).unwrap();
+        }
+    }
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ranker_version_named_by_the_serving_pointer_is_swapped_in_without_restart() {
+    let mut world = World::start(&rules(100, 100)).await;
+    let root = models_copy(&world.env.prefix);
+    world.config.models.root = root.display().to_string();
+    world.config.models.reload_secs = 1;
+    world.config.experiment.ranker_share = 1.0;
+    world.seed().await;
+    let rec = world.start_recommender().await;
+    let first = rec.recommend("u-7", Scenario::Home, 5).await;
+    assert_eq!(
+        (first.arm.as_str(), first.model_version.as_str()),
+        (ARM_RANKER, "1")
+    );
+
+    // A pointer to a version that does not exist is refused; 1 keeps serving.
+    std::fs::write(root.join("ranker/serving"), "9\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rec.recommend("u-7", Scenario::Home, 5).await.model_version,
+        "1"
+    );
+
+    std::fs::write(root.join("ranker/serving"), "2\n").unwrap();
+    eventually(WAIT, || {
+        let rec = &rec;
+        async move {
+            let r = rec.recommend("u-7", Scenario::Home, 5).await;
+            if r.model_version == "2" {
+                Ok(())
+            } else {
+                Err(format!("still {}", r.model_version))
+            }
+        }
+    })
+    .await;
+    let metrics = rec.metrics().await;
+    for (name, value) in [
+        ("recommender_model_info", 1.0),
+        ("recommender_model_swaps_total", 1.0),
+        ("recommender_model_refusals_total", 1.0),
+    ] {
+        assert_eq!(metrics.get(name), Some(&value), "{name}");
+    }
+    // The answers of both versions are counted apart.
+    eventually(WAIT, || {
+        let rec = &rec;
+        async move {
+            let versions: Vec<String> = rec
+                .stats()
+                .await
+                .into_iter()
+                .map(|s| s.model_version)
+                .collect();
+            if versions == ["1", "2"] {
+                Ok(())
+            } else {
+                Err(format!("{versions:?}"))
+            }
+        }
+    })
+    .await;
+    rec.stop().await;
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -176,10 +176,12 @@ async fn watch_ranker(
         .and_then(|r| r);
         match swapped {
             Ok(()) => {
+                metrics.model_swaps.inc();
                 metrics.model_serving(&m.ranker, &wanted);
                 tracing::info!(model = %m.ranker, version = %wanted, "ranker version swapped in");
             }
             Err(e) => {
+                metrics.model_refusals.inc();
                 tracing::error!(model = %m.ranker, version = %wanted, error = %e, "ranker version refused; the previous version keeps serving");
                 // Not retried until the pointer names another version.
                 tokio::select! {
