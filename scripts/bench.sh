@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Benchmarks on this machine: starts a Tansu broker and a redis-server on free
-# loopback ports, builds release binaries, and runs `funnel bench ingest` or
-# `funnel bench predictor`.
-# Usage: scripts/bench.sh [EVENTS] [FLAGS...]             ingest
-#        scripts/bench.sh predictor [EVENTS] [FLAGS...]   behavior-predictor
+# loopback ports, builds release binaries, and runs `funnel bench ingest`,
+# `funnel bench predictor` or `funnel bench recommender`.
+# Usage: scripts/bench.sh [EVENTS] [FLAGS...]               ingest
+#        scripts/bench.sh predictor [EVENTS] [FLAGS...]     behavior-predictor
+#        scripts/bench.sh recommender [EVENTS] [FLAGS...]   recommender
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bench=ingest
-if [ "${1:-}" = predictor ]; then
-  bench=predictor
+if [ "${1:-}" = predictor ] || [ "${1:-}" = recommender ]; then
+  bench="$1"
   shift
 fi
 events="${1:-200000}"
@@ -25,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p ingest -p behavior-predictor -p funnel
+cargo build --release -q -p ingest -p behavior-predictor -p recommender -p funnel
 .tools/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" \
   --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ \
   >"$work/tansu.log" 2>&1 &
@@ -40,9 +41,10 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker:
 target/release/funnel bench "$bench" --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events" "${@:2}"
 cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 echo "  whole run CPU seconds: redis-server $(cpu "$redis_pid"), tansu $(cpu "$tansu_pid")"
-if [ "$bench" = predictor ]; then
+if [ "$bench" != ingest ]; then
   # Redis also served the in-process ingest pipeline that prepared the events, so its
-  # command statistics would not be the predictor's alone.
+  # command statistics would not be the service's alone (the recommender bench prints
+  # its own per-request figures).
   exit 0
 fi
 echo "  redis used_memory_human: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"

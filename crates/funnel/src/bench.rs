@@ -5,6 +5,8 @@
 //!   consume→produce rate.
 //! - `predictor` ([`predictor`]): behavior-predictor's events per second from a
 //!   backlog, and its event→prediction latency at a fixed offered rate.
+//! - `recommender` ([`recommender`]): Recommend latency percentiles and requests per
+//!   CPU-second under a closed-loop load.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
@@ -13,13 +15,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use funnel_bus::admin::{TopicSpec, ensure_topics};
 use funnel_bus::{
-    BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, Producer, Topics,
+    BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, OwnedMessage, Producer, Topics,
 };
 use funnel_sim::{SimConfig, Simulator};
+use funnel_store::{Keys, RedisConfig, RedisStore, Store};
+use rdkafka::Timestamp;
 
 use crate::probe;
 
 mod predictor;
+mod recommender;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -28,6 +33,8 @@ pub enum Command {
     /// behavior-predictor: throughput from a backlog, and event→prediction latency at a
     /// fixed offered rate.
     Predictor(predictor::PredictorArgs),
+    /// recommender: Recommend latency and throughput under a closed-loop load.
+    Recommender(recommender::RecommenderArgs),
 }
 
 /// The broker and Redis a benchmark runs on.
@@ -69,6 +76,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Ingest(args) => ingest(args).await,
         Command::Predictor(args) => predictor::run(args).await,
+        Command::Recommender(args) => recommender::run(args).await,
     }
 }
 
@@ -244,6 +252,96 @@ impl Fresh {
     }
 }
 
+/// Simulated traffic (no faults) through ingest's own pipeline in this process: its
+/// feature writes, catalog records included, land in Redis under the run's prefix.
+struct Ingested {
+    /// Canonical events, as ingest publishes them.
+    events: Vec<OutRecord>,
+    /// Catalog records for the catalog topic.
+    catalog: Vec<OutRecord>,
+}
+
+impl Ingested {
+    /// Runs the simulator until `wanted` canonical events came out.
+    async fn simulated(
+        redis: &str,
+        prefix: &str,
+        topics: &Topics,
+        wanted: usize,
+    ) -> anyhow::Result<Ingested> {
+        let store = Store::Redis(
+            RedisStore::connect(&RedisConfig {
+                url: redis.to_string(),
+                key_prefix: prefix.to_string(),
+                ..RedisConfig::default()
+            })
+            .await?,
+        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut processor = ingest::pipeline::Processor::new(
+            Keys::new(prefix),
+            ingest::config::IngestSettings::default(),
+            topics.clone(),
+            store,
+            ingest::metrics::Metrics::new(&mut registry),
+        );
+        let mut sim = Simulator::new(SimConfig {
+            sessions: None,
+            start_ms: funnel_core::now_ms(),
+            collect_truths: false,
+            ..SimConfig::default()
+        })?;
+        let mut out = Ingested {
+            events: Vec::with_capacity(wanted),
+            catalog: Vec::new(),
+        };
+        let mut offset = 0i64;
+        while out.events.len() < wanted {
+            let raw = sim
+                .by_ref()
+                .take(2_000)
+                .map(|r| {
+                    offset += 1;
+                    OwnedMessage::new(
+                        Some(r.payload),
+                        r.key.map(String::into_bytes),
+                        topics.raw.clone(),
+                        Timestamp::NotAvailable,
+                        0,
+                        offset,
+                        None,
+                    )
+                })
+                .collect::<Vec<_>>();
+            anyhow::ensure!(!raw.is_empty(), "the simulator ended early");
+            // Simulated time may run ahead of the wall clock; none of it is "future".
+            let now_ms = funnel_core::now_ms().max(sim_time(&raw));
+            let batch = processor
+                .process(&raw, now_ms)
+                .await
+                .context("ingest's pipeline failed")?;
+            for record in batch.records {
+                if record.topic == topics.events {
+                    out.events.push(record);
+                } else if record.topic == topics.catalog {
+                    out.catalog.push(record);
+                }
+            }
+        }
+        out.events.truncate(wanted);
+        Ok(out)
+    }
+}
+
+/// The newest event time in a batch of raw simulated events.
+fn sim_time(raw: &[OwnedMessage]) -> i64 {
+    raw.iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
+        .filter_map(|v| v.get("ts")?.as_i64())
+        .max()
+        .unwrap_or(0)
+}
+
 /// `name` given on the command line, or the binary of that name next to this one.
 fn sibling_binary(given: Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     match given {
@@ -277,6 +375,7 @@ impl<'a> ServiceEnv<'a> {
 struct ServiceChild {
     child: Child,
     admin: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
 }
 
 /// One measured run of a child from its first to its last counted event.
@@ -337,6 +436,7 @@ impl ServiceChild {
         Ok(ServiceChild {
             child,
             admin: std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            grpc: std::net::SocketAddr::from(([127, 0, 0, 1], grpc_port)),
         })
     }
 

@@ -22,18 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use funnel_bus::{
-    BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, OwnedMessage, Producer, Topics,
-};
+use funnel_bus::{BatchConsumer, ConsumerMetrics, KafkaConfig, Message, OutRecord, Producer};
 use funnel_core::pb::{self, EventType};
 use funnel_proto::pb::behavior::v1::IntentPrediction;
-use funnel_sim::{SimConfig, Simulator};
-use funnel_store::{Keys, RedisConfig, RedisStore, Store};
 use hdrhistogram::Histogram;
 use prost::Message as _;
-use rdkafka::Timestamp;
 
-use super::{Fresh, ServiceChild, ServiceEnv, Target, sibling_binary};
+use super::{Fresh, Ingested, ServiceChild, ServiceEnv, Target, sibling_binary};
 
 #[derive(clap::Args)]
 pub struct PredictorArgs {
@@ -105,7 +100,10 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
 
     // 0. Canonical events as ingest makes them, catalog records in Redis.
     let started = Instant::now();
-    let mut canonical = canonical_events(
+    let Ingested {
+        events: mut canonical,
+        ..
+    } = Ingested::simulated(
         &args.target.redis,
         &prefix,
         &topics,
@@ -260,82 +258,6 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     }
     child.terminate();
     Ok(())
-}
-
-/// Simulated traffic (no faults) through ingest's pipeline until `wanted` canonical
-/// events came out; its feature writes, catalog records included, land in `redis`.
-async fn canonical_events(
-    redis: &str,
-    prefix: &str,
-    topics: &Topics,
-    wanted: usize,
-) -> anyhow::Result<Vec<OutRecord>> {
-    let store = Store::Redis(
-        RedisStore::connect(&RedisConfig {
-            url: redis.to_string(),
-            key_prefix: prefix.to_string(),
-            ..RedisConfig::default()
-        })
-        .await?,
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let mut processor = ingest::pipeline::Processor::new(
-        Keys::new(prefix),
-        ingest::config::IngestSettings::default(),
-        topics.clone(),
-        store,
-        ingest::metrics::Metrics::new(&mut registry),
-    );
-    let mut sim = Simulator::new(SimConfig {
-        sessions: None,
-        start_ms: funnel_core::now_ms(),
-        collect_truths: false,
-        ..SimConfig::default()
-    })?;
-    let mut out = Vec::with_capacity(wanted);
-    let mut offset = 0i64;
-    while out.len() < wanted {
-        let raw = sim
-            .by_ref()
-            .take(2_000)
-            .map(|r| {
-                offset += 1;
-                OwnedMessage::new(
-                    Some(r.payload),
-                    r.key.map(String::into_bytes),
-                    topics.raw.clone(),
-                    Timestamp::NotAvailable,
-                    0,
-                    offset,
-                    None,
-                )
-            })
-            .collect::<Vec<_>>();
-        anyhow::ensure!(!raw.is_empty(), "the simulator ended early");
-        // Simulated time may run ahead of the wall clock; none of it is "future".
-        let now_ms = funnel_core::now_ms().max(sim_time(&raw));
-        let batch = processor
-            .process(&raw, now_ms)
-            .await
-            .context("ingest's pipeline failed")?;
-        out.extend(
-            batch
-                .records
-                .into_iter()
-                .filter(|r| r.topic == topics.events),
-        );
-    }
-    out.truncate(wanted);
-    Ok(out)
-}
-
-/// The newest event time in a batch of raw simulated events.
-fn sim_time(raw: &[OwnedMessage]) -> i64 {
-    raw.iter()
-        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
-        .filter_map(|v| v.get("ts")?.as_i64())
-        .max()
-        .unwrap_or(0)
 }
 
 fn decode_event(record: &OutRecord) -> Option<pb::Event> {
