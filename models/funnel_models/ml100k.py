@@ -29,7 +29,6 @@ same_context_category (no context item) and the brand term of content (no brands
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -266,8 +265,3 @@ def run(log=print) -> dict:
         "used_for": "evaluation and tuning of the method only; the shipped ranker is trained on simulated traffic",
     }
 
-
-if __name__ == "__main__":
-    started = time.time()
-    result = run(lambda message: print(f"[{time.time() - started:6.1f}s] {message}", flush=True))
-    print(json.dumps(result["test"], indent=1))

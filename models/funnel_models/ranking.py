@@ -3,8 +3,6 @@ leave-one-out metrics (HR@k, NDCG@k, MRR)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -42,6 +40,3 @@ def leave_one_out(ranks, k: int = 10) -> dict:
         "users": int(len(ranks)),
     }
 
-
-def log2_discount(rank: int) -> float:
-    return 1.0 / math.log2(rank + 1)
