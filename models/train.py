@@ -3,7 +3,7 @@
 `models/<name>/<version>/model.onnx`, its card `model.json` and the golden parity vectors
 `parity.json` that the Rust feature code must reproduce.
 
-    .tools/venv/bin/python models/train.py            # every model (a few minutes on 2 cores)
+    .tools/venv/bin/python models/train.py            # every model (10-15 minutes on 2 cores)
     .tools/venv/bin/python models/train.py repurchase # one of them
     .tools/venv/bin/python models/train.py --ml100k   # the MovieLens-100k table alone
 
