@@ -63,7 +63,10 @@ impl KafkaConfig {
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers)
-            .set("client.id", &self.client_id);
+            .set("client.id", &self.client_id)
+            // Small requests (a few events, an acknowledgement) go out at once instead
+            // of waiting on Nagle's algorithm for the peer's delayed ACK.
+            .set("socket.nagle.disable", "true");
         for (k, v) in defaults {
             cfg.set(*k, *v);
         }
