@@ -130,6 +130,10 @@ pub struct PredictorSettings {
     /// Lanes: parts a batch is split into by key (user), processed concurrently while
     /// the next batch is fetched. Default 4.
     pub workers: usize,
+    /// Batches fetched and not yet done, at most. Few keep an event from waiting behind
+    /// batches in hand (latency); when the lanes are busy the next batch grows instead.
+    /// Default 1: the next batch is fetched when the last is done.
+    pub inflight_batches: usize,
     /// Per session, in event time: with 0 every event gets a prediction; otherwise only a
     /// session's latest event in a batch does, and only when at least this many ms of
     /// event time passed since the session's last published prediction (or it has none).
@@ -158,6 +162,7 @@ impl Default for PredictorSettings {
             batch_max: 1000,
             batch_linger_ms: 10,
             workers: 4,
+            inflight_batches: 1,
             debounce_ms: 1000,
             session_ttl_secs: 86_400,
             user_ttl_secs: 90 * 86_400,
@@ -247,6 +252,7 @@ impl Validate for Config {
         for (key, v) in [
             ("predictor.batch_max", s.batch_max as u64),
             ("predictor.workers", s.workers as u64),
+            ("predictor.inflight_batches", s.inflight_batches as u64),
             ("predictor.session_ttl_secs", s.session_ttl_secs),
             ("predictor.user_ttl_secs", s.user_ttl_secs),
             ("predictor.item_ttl_secs", s.item_ttl_secs),

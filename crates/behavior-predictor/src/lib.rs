@@ -240,6 +240,7 @@ pub async fn run(
         batch_max: s.batch_max,
         linger: Duration::from_millis(s.batch_linger_ms),
         retry_backoff_max: Duration::from_millis(s.retry_backoff_max_ms),
+        max_inflight: s.inflight_batches,
     };
     let consumed = Lanes::new(lanes)
         .run(&consumer, &settings, &metrics.batch, &shutdown)

@@ -50,14 +50,16 @@ pub struct LaneSettings {
     pub linger: Duration,
     /// The longest wait between two attempts at a failed part.
     pub retry_backoff_max: Duration,
+    /// Batches fetched whose offsets are not stored yet, at most: more overlap fetching
+    /// with processing (throughput); fewer keep a fetched message from waiting behind
+    /// batches still in hand, and let batches grow instead when the lanes are busy
+    /// (latency).
+    pub max_inflight: usize,
 }
 
 /// Batches waiting in a lane's queue: enough to keep it busy while the dispatcher
 /// fetches the next batch, few enough to bound memory.
 const LANE_QUEUE: usize = 2;
-
-/// Batches dispatched whose offsets are not yet stored.
-const MAX_INFLIGHT: usize = 8;
 
 /// The batch metrics of a lanes consumer, registered under the service's prefix.
 #[derive(Clone)]
@@ -135,6 +137,7 @@ impl<L: Lane> Lanes<L> {
         if self.lanes.is_empty() {
             return Err(LanesError::NoLanes);
         }
+        let max_inflight = settings.max_inflight.max(1);
         let retry = Retry {
             max_backoff: settings.retry_backoff_max,
             retries: metrics.batch_retries.clone(),
@@ -166,7 +169,7 @@ impl<L: Lane> Lanes<L> {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(seq) = done_rx.recv() => inflight.part_done(seq, consumer, metrics),
-                batch = &mut fetching, if inflight.batches.len() < MAX_INFLIGHT => {
+                batch = &mut fetching, if inflight.batches.len() < max_inflight => {
                     fetching.set(fetch());
                     let batch = match batch {
                         Ok(b) => b,

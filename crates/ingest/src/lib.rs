@@ -111,6 +111,8 @@ pub async fn run(
         batch_max: config.ingest.batch_max,
         linger: Duration::from_millis(config.ingest.batch_linger_ms),
         retry_backoff_max: Duration::from_millis(config.ingest.retry_backoff_max_ms),
+        // Throughput first: fetching runs well ahead of the lanes.
+        max_inflight: 8,
     };
     let consumed = lanes
         .run(&consumer, &settings, &metrics.batch, &shutdown)
