@@ -511,7 +511,7 @@ async fn diversity_caps_hold_and_a_reloaded_rules_file_changes_them_without_rest
     .await;
     // A broken file is refused; the caps of the last good one keep serving.
     std::fs::write(&world.rules_file, "version = \"\"\n").unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_count(&rec, "recommender_rules_refusals_total", 1.0).await;
     let r = rec.recommend("u-2", Scenario::Home, 200).await;
     assert_eq!(per(&r, category).get("headphones"), Some(&6));
     rec.stop().await;
@@ -952,194 +952,17 @@ fn the_rankers_features_and_scores_equal_the_training_golden_vectors() {
     assert!(rows_checked >= 50, "{rows_checked} rows");
 }
 
-/// The embedded items of `models/item-embeddings/1` as a catalog of 64 leaf categories
-/// and 50 brands, with co-visitation (100 neighbours), bought-together (30) and today's
-/// popularity written to Redis as ingest writes them, and 200 users with 20 recent items.
-async fn seed_load(world: &World) -> Vec<String> {
-    let items: Vec<String> =
-        std::fs::read_to_string(models_root().join("item-embeddings/1/items.txt"))
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-    let n = items.len();
-    let leaf = |i: usize| format!("c{}/s{}/l{}", i % 4, i % 16, i % 64);
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &world.env.broker.brokers)
-        .create()
-        .unwrap();
-    for (i, id) in items.iter().enumerate() {
-        let item = funnel_core::pb::Item {
-            item_id: id.clone(),
-            title: format!("brand{} thing {} model {}", i % 50, i % 97, i % 13),
-            category: leaf(i),
-            brand: format!("brand{}", i % 50),
-            price: 5.0 + (i % 200) as f64,
-            stock: 10,
-            ..Default::default()
-        };
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::to(&world.env.topics.catalog)
-                    .key(id)
-                    .payload(&item.encode_to_vec()),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
-    let keys = funnel_store::Keys::new(&world.env.prefix);
-    let mut redis = world.redis().await;
-    let mut pipe = redis::pipe();
-    let step = |i: usize, k: usize| (i * 7919 + k * 104_729) % n;
-    for (i, id) in items.iter().enumerate() {
-        if i % 100 == 99 {
-            let () = pipe.query_async(&mut redis).await.unwrap();
-            pipe.clear();
-        }
-        for k in 1..=100 {
-            pipe.zadd(keys.item_covisits(id), &items[step(i, k)], (101 - k) as f64)
-                .ignore();
-        }
-        for k in 1..=30 {
-            pipe.zadd(
-                keys.item_bought_together(id),
-                &items[step(i, k + 500)],
-                (31 - k) as f64,
-            )
-            .ignore();
-        }
-        for category in [
-            leaf(i),
-            format!("c{}/s{}", i % 4, i % 16),
-            format!("c{}", i % 4),
-        ] {
-            pipe.zadd(
-                keys.category_popularity(&category, now_ms()),
-                id,
-                ((i * 31) % 97) as f64,
-            )
-            .ignore();
-        }
-    }
-    for u in 0..200 {
-        let user = format!("load-{u}");
-        for k in 0..20 {
-            let item = &items[(u * 37 + k * 11) % n];
-            pipe.lpush(keys.user_recent(&user), item).ignore();
-            pipe.lpush(keys.user_categories(&user), leaf((u * 37 + k * 11) % n))
-                .ignore();
-        }
-    }
-    let () = pipe.query_async(&mut redis).await.unwrap();
-    items
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// Recommend latency under a closed-loop load of `CLIENTS` concurrent callers, count 10,
-/// over 1858 items with at least 500 candidates per request. A benchmark, not a check:
-/// `cargo test --release -p funnel-tests --test recommender -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: run in release with --ignored --nocapture"]
-async fn recommend_latency_under_closed_loop_load() {
-    // BENCH_CLIENTS overrides the number of concurrent callers.
-    let clients_wanted = std::env::var("BENCH_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let clients_n: usize = clients_wanted.unwrap_or(8);
-    const SECONDS: u64 = 10;
-    let world = World::start(&rules(4, 3)).await;
-    let items = std::sync::Arc::new(seed_load(&world).await);
-    let rec = world.start_recommender().await;
-    eventually(WAIT, || {
-        let (rec, items) = (&rec, &items);
-        async move {
-            let n = rec.metric("recommender_catalog_items").await;
-            if n as usize == items.len() {
-                Ok(())
-            } else {
-                Err(format!("{n} items"))
-            }
+/// Waits until the service's counter `metric` reaches `at_least`.
+async fn wait_for_count(rec: &Running, metric: &str, at_least: f64) {
+    eventually(WAIT, || async move {
+        let n = rec.metric(metric).await;
+        if n >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{metric} {n}"))
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await; // a popularity refresh
-    let request = move |u: usize| RecommendRequest {
-        user_id: format!("load-{}", u % 200),
-        scenario: if u.is_multiple_of(2) {
-            Scenario::Home
-        } else {
-            Scenario::ItemPage
-        } as i32,
-        context_item_id: if u.is_multiple_of(2) {
-            String::new()
-        } else {
-            items[u % items.len()].clone()
-        },
-        count: 10,
-        ..RecommendRequest::default()
-    };
-    let request = std::sync::Arc::new(request);
-    for u in 0..200 {
-        assert_eq!(rec.ask(request(u)).await.unwrap().items.len(), 10);
-    }
-    let (sum0, count0) = (
-        rec.metric("recommender_candidates_per_request_sum").await,
-        rec.metric("recommender_candidates_per_request_count").await,
-    );
-    let (service_sum0, service_count0) = (
-        rec.metric("recommender_request_seconds_sum").await,
-        rec.metric("recommender_request_seconds_count").await,
-    );
-    let (ranking_sum0, ranking_count0) = (
-        rec.metric("recommender_ranking_seconds_sum").await,
-        rec.metric("recommender_ranking_seconds_count").await,
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(SECONDS);
-    let started = std::time::Instant::now();
-    let clients: Vec<_> = (0..clients_n)
-        .map(|c| {
-            let client = rec.client.clone();
-            let request = request.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut u = c;
-                while std::time::Instant::now() < deadline {
-                    let t = std::time::Instant::now();
-                    client.clone().recommend(request(u)).await.unwrap();
-                    latencies.push(t.elapsed());
-                    u += clients_n;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for c in clients {
-        latencies.extend(c.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let candidates = (rec.metric("recommender_candidates_per_request_sum").await - sum0)
-        / (rec.metric("recommender_candidates_per_request_count").await - count0);
-    let ranking_ms = 1000.0 * (rec.metric("recommender_ranking_seconds_sum").await - ranking_sum0)
-        / (rec.metric("recommender_ranking_seconds_count").await - ranking_count0);
-    let service_ms = 1000.0 * (rec.metric("recommender_request_seconds_sum").await - service_sum0)
-        / (rec.metric("recommender_request_seconds_count").await - service_count0);
-    println!(
-        "recommend: in the service {service_ms:.2} ms mean; {} requests in {:.1} s = {:.0}/s with {clients_n} clients; latency p50 {:?} p99 {:?} p999 {:?}; {candidates:.0} candidates per request; ranking (blocking thread) {ranking_ms:.2} ms mean",
-        latencies.len(),
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 0.999),
-    );
-    assert!(candidates >= 500.0, "{candidates} candidates per request");
-    rec.stop().await;
 }
 
 /// A models root in the temp directory with the ranker at versions 1 and 2 (2 is 1
@@ -1186,7 +1009,7 @@ async fn a_ranker_version_named_by_the_serving_pointer_is_swapped_in_without_res
 
     // A pointer to a version that does not exist is refused; 1 keeps serving.
     std::fs::write(root.join("ranker/serving"), "9\n").unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_count(&rec, "recommender_model_refusals_total", 1.0).await;
     assert_eq!(
         rec.recommend("u-7", Scenario::Home, 5).await.model_version,
         "1"
