@@ -415,6 +415,19 @@ async fn every_event_of_a_scripted_session_is_scored_as_training_scored_it() {
     predictor
         .wait_for_metric("behavior_predictions_total", 18.0)
         .await;
+    // Every lane part that published was timed, with its Redis read and write.
+    let published = predictor.metric("behavior_publish_seconds_count").await;
+    assert!(
+        (1.0..=18.0).contains(&published),
+        "{published} timed publishes for 18 predictions"
+    );
+    for part in [
+        "behavior_read_seconds_count",
+        "behavior_write_seconds_count",
+    ] {
+        let timed = predictor.metric(part).await;
+        assert!(timed >= published, "{part} is {timed}, below {published}");
+    }
     predictor.stop().await;
 }
 

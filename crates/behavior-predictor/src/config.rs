@@ -125,7 +125,10 @@ impl Default for ModelsConfig {
 pub struct PredictorSettings {
     /// Most events in one batch (one Redis read, one inference run, one write). Default 1000.
     pub batch_max: usize,
-    /// How long a batch waits for more events after its first, in ms. Default 10.
+    /// How long a batch waits for more events after its first, in ms. Default 2: with
+    /// one batch in flight, the events that arrive while a batch is in hand are already
+    /// waiting when it is done, so a longer wait adds latency without making batches
+    /// much larger under load.
     pub batch_linger_ms: u64,
     /// Lanes: parts a batch is split into by key (user), processed concurrently while
     /// the next batch is fetched. Default 4.
@@ -160,7 +163,7 @@ impl Default for PredictorSettings {
     fn default() -> Self {
         PredictorSettings {
             batch_max: 1000,
-            batch_linger_ms: 10,
+            batch_linger_ms: 2,
             workers: 4,
             inflight_batches: 1,
             debounce_ms: 1000,

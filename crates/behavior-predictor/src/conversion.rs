@@ -30,7 +30,7 @@ use funnel_runtime::Shutdown;
 use funnel_store::RedisConfig;
 use prost::Message as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::PolicyConfig;
 use crate::features::{INTENT_FEATURES, IntentFeatures, intent_features};
@@ -160,6 +160,17 @@ impl Conversion {
     /// The policy serving now.
     pub fn policy(&self) -> Arc<Policy> {
         Arc::clone(&self.policy.borrow())
+    }
+
+    /// Applies the outcomes `outcomes` yields, in the order the stream's lanes hand them
+    /// over, until every sender is gone: the lanes go on with their next parts, so the
+    /// policy's Redis round trips and the acknowledgements of its actions are not on the
+    /// predictions' path. A lane's outcomes keep their order, and a session is only ever
+    /// in one lane.
+    pub async fn follow(self, mut outcomes: mpsc::Receiver<BatchOutcome>) {
+        while let Some(outcome) = outcomes.recv().await {
+            self.after_batch(outcome).await;
+        }
     }
 
     /// Records how the batch left its sessions and applies `offer_coupon` to its

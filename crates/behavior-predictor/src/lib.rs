@@ -56,6 +56,7 @@ use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 pub use config::Config;
 pub use context::{CatalogItem, EventContext, StreamContext};
@@ -206,6 +207,13 @@ pub async fn run(
         ),
     };
     let shadow = load_shadow(&config, &scorer, &producer, &metrics).await?;
+    let (policy_feed, policy_task) = match conversion {
+        Some(conversion) => {
+            let (feed, outcomes) = mpsc::channel(POLICY_QUEUE);
+            (Some(feed), Some(tokio::spawn(conversion.follow(outcomes))))
+        }
+        None => (None, None),
+    };
     let lanes = (0..config.predictor.workers)
         .map(|_| {
             let processor = pipeline::Processor::new(
@@ -222,7 +230,7 @@ pub async fn run(
                     None => processor,
                 },
                 producer: producer.clone(),
-                conversion: conversion.clone(),
+                policy: policy_feed.clone(),
             }
         })
         .collect();
@@ -245,10 +253,15 @@ pub async fn run(
     let consumed = Lanes::new(lanes)
         .run(&consumer, &settings, &metrics.batch, &shutdown)
         .await;
+    drop(policy_feed);
+    let grace = Duration::from_secs(config.predictor.shutdown_grace_secs);
+    if let Some(task) = policy_task {
+        // The lanes are gone: the policy applies the outcomes handed over, then ends.
+        let _ = funnel_runtime::shutdown::with_grace("conversion policy", grace, task).await;
+    }
     background_stop.trigger();
 
     health.set_ready(false, &[SERVICE]).await;
-    let grace = Duration::from_secs(config.predictor.shutdown_grace_secs);
     if let Err(e) = consumer.commit().await {
         tracing::warn!(error = %e, "final commit failed; uncommitted batches will be replayed");
     }
@@ -295,12 +308,16 @@ async fn load_shadow(
     )))
 }
 
+/// Batch outcomes waiting for the conversion policy, at most; a lane waits when the
+/// policy is this far behind.
+const POLICY_QUEUE: usize = 64;
+
 /// A lane of the predictor: applies, scores, publishes and writes the parts of batches
 /// it is given, then hands their outcome to the conversion policy.
 struct PredictorLane {
     processor: pipeline::Processor,
     producer: Producer,
-    conversion: Option<conversion::Conversion>,
+    policy: Option<mpsc::Sender<conversion::BatchOutcome>>,
 }
 
 impl Lane for PredictorLane {
@@ -309,8 +326,9 @@ impl Lane for PredictorLane {
     async fn process(&mut self, messages: &[OwnedMessage]) -> Result<(), pipeline::BatchError> {
         self.processor.process(messages, &self.producer).await?;
         let outcome = self.processor.take_outcome();
-        if let Some(conversion) = &self.conversion {
-            conversion.after_batch(outcome).await;
+        if let Some(policy) = &self.policy {
+            // Only fails once the policy task is gone, at shutdown.
+            let _ = policy.send(outcome).await;
         }
         Ok(())
     }

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub batch: BatchMetrics,
     pub inference_batch_size: Histogram,
     pub inference_seconds: Histogram,
+    pub read_seconds: Histogram,
+    pub publish_seconds: Histogram,
+    pub write_seconds: Histogram,
     pub purchase_probability: Histogram,
     pub abandonment_probability: Histogram,
     pub consumer: ConsumerMetrics,
@@ -48,6 +51,9 @@ impl Metrics {
             batch: BatchMetrics::default(),
             inference_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
             inference_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 20)),
+            read_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            publish_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             purchase_probability: probability(),
             abandonment_probability: probability(),
             consumer: ConsumerMetrics::default(),
@@ -100,6 +106,21 @@ impl Metrics {
             "inference_seconds",
             "Time of one intent inference run of the stream, blocking thread included",
             m.inference_seconds.clone(),
+        );
+        r.register(
+            "read_seconds",
+            "Time of a batch part's one Redis read (markers, sessions, users, items)",
+            m.read_seconds.clone(),
+        );
+        r.register(
+            "publish_seconds",
+            "Time from producing a batch part's predictions to their acknowledgement",
+            m.publish_seconds.clone(),
+        );
+        r.register(
+            "write_seconds",
+            "Time of a batch part's one Redis MULTI/EXEC",
+            m.write_seconds.clone(),
         );
         r.register(
             "purchase_probability",

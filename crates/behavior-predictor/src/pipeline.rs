@@ -134,8 +134,16 @@ impl Processor {
         }
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (records, batch, outcome) = self.plan(&incoming).await?;
-            producer.send_all(&records).await?;
-            match self.writer.apply(&batch).await? {
+            let m = &self.metrics;
+            if !records.is_empty() {
+                let started = Instant::now();
+                producer.send_all(&records).await?;
+                m.publish_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            let started = Instant::now();
+            let applied = self.writer.apply(&batch).await?;
+            m.write_seconds.observe(started.elapsed().as_secs_f64());
+            match applied {
                 ApplyOutcome::Applied => {
                     self.metrics.predictions.inc_by(records.len() as u64);
                     if let Some(shadow) = &self.shadow {
@@ -220,7 +228,11 @@ impl Processor {
                 .iter()
                 .map(|i| Read::HMGet(k.item_clicks(i), fields(&[ITEM_CLICKS]))),
         );
+        let started = Instant::now();
         let replies = self.writer.read_watching(&markers, &reads).await?;
+        self.metrics
+            .read_seconds
+            .observe(started.elapsed().as_secs_f64());
         if replies.len() != reads.len() {
             return Err(StoreError::Reply {
                 op: "plan read",
