@@ -9,7 +9,10 @@
 //!    and the predictor is timed from its first to its last consumed event;
 //! 2. latency: more canonical events are produced at a fixed rate, each stamped with
 //!    `ingest_ts_ms` when it is handed to the producer, and a consumer of the predictions
-//!    topic measures from that moment to when it reads the prediction naming the event.
+//!    topic measures from that moment to when it reads the prediction naming the event;
+//!    the same events through the broker alone (to a topic of their own, read back by a
+//!    plain consumer, before the predictor starts) show what one broker hop costs, and the
+//!    predictor's histograms where its own time goes.
 //!
 //! Not every event gets a prediction: with `predictor.debounce_ms` > 0 (default 1000)
 //! only a session's latest event in a batch is scored, and only when at least that much
@@ -73,6 +76,10 @@ pub struct PredictorArgs {
 
 /// The predictions topic, under the run's prefix.
 const PREDICTIONS: &str = "funnel.predictions.behavior.v1";
+/// The topic of the broker-alone run, under the run's prefix.
+const HOP: &str = "funnel.bench.hop";
+/// Events the broker-alone reader reads before the paced run starts (its group joined).
+const HOP_WARMUP: usize = 100;
 /// Events per produce call of the backlog.
 const CHUNK: usize = 5_000;
 /// `fetch.wait.max.ms` of the consumer that reads predictions back.
@@ -85,7 +92,7 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         prefix,
         topics,
         kafka,
-    } = Fresh::create(&args.target, args.partitions, &[PREDICTIONS]).await?;
+    } = Fresh::create(&args.target, args.partitions, &[PREDICTIONS, HOP]).await?;
     let predictions = format!("{prefix}.{PREDICTIONS}");
     let paced_events = args.rate * args.latency_secs;
     println!(
@@ -137,7 +144,44 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         backlog_user_events
     );
 
-    // 2. The predictor binary, timed from its first to its last consumed event.
+    // 2. The broker alone: the latency run's events, at its rate, to a topic of their own
+    // read back by a plain consumer, before the predictor starts. Event → prediction
+    // makes two such hops (the event in, the prediction out).
+    let hop_topic = format!("{prefix}.{HOP}");
+    let to_hop = |records: &[OutRecord]| {
+        records
+            .iter()
+            .map(|r| OutRecord {
+                topic: hop_topic.clone(),
+                ..r.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    producer
+        .send_all(&to_hop(&backlog[..HOP_WARMUP.min(backlog.len())]))
+        .await?;
+    let hop = LatencyReader::start(
+        &args.target.kafka,
+        &format!("{prefix}-hop"),
+        &hop_topic,
+        HOP_WARMUP.min(backlog.len()) as u64,
+        event_of,
+    )
+    .await?;
+    let started = Instant::now();
+    let (hop_offered, _) = produce_paced(&producer, to_hop(&paced), args.rate, &hop.sent).await?;
+    let hop_rate = hop_offered as f64 / started.elapsed().as_secs_f64();
+    let hop = hop.finish().await?.all;
+    let hop_ms = |q: f64| hop.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  one broker hop alone at {hop_rate:.0} events/s  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1} ms  (producer → broker → plain consumer, nothing else running)",
+        hop_ms(0.5),
+        hop_ms(0.99),
+        hop_ms(0.999),
+        hop.max() as f64 / 1000.0,
+    );
+
+    // 3. The predictor binary, timed from its first to its last consumed event.
     let bin = sibling_binary(args.predictor_bin, "behavior-predictor")?;
     let mut extra = vec![
         ("FUNNEL_TOPICS__EVENTS", topics.events.clone()),
@@ -193,10 +237,16 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         run.rss_end, run.rss_peak
     );
 
-    // 3. Latency at a fixed offered rate, read back from the predictions topic.
-    let reader =
-        PredictionReader::start(&args.target.kafka, &prefix, &predictions, published as u64)
-            .await?;
+    // 4. Latency at a fixed offered rate, read back from the predictions topic.
+    let reader = LatencyReader::start(
+        &args.target.kafka,
+        &format!("{prefix}-latency"),
+        &predictions,
+        published as u64,
+        prediction_of,
+    )
+    .await?;
+    let parts0 = Parts::read(&child).await;
     let cpu0 = crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0);
     let started = Instant::now();
     let swapping = swap.as_ref().map(|(copy, at)| {
@@ -222,6 +272,7 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     settled(&child, "behavior_predictions_total").await;
     let cores = (crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0) - cpu0)
         / started.elapsed().as_secs_f64();
+    let parts = Parts::read(&child).await.since(&parts0);
     let Latencies {
         all: latencies,
         around_swap,
@@ -240,6 +291,16 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         latencies.max() as f64 / 1000.0,
         latencies.len(),
         100.0 * latencies.len() as f64 / tracked.max(1) as f64
+    );
+    let ms = |part: usize| parts.mean(part) * 1000.0;
+    println!(
+        "  predictor batches, means         {:.1} ms from fetch to offsets stored, {:.0} events; per lane part: Redis read {:.1} ms, inference {:.1} ms, publish until acknowledged {:.1} ms, Redis write {:.1} ms",
+        ms(BATCH_SECONDS),
+        parts.mean(BATCH_SIZE),
+        ms(READ_SECONDS),
+        ms(INFERENCE_SECONDS),
+        ms(PUBLISH_SECONDS),
+        ms(WRITE_SECONDS),
     );
     if swap.is_some() {
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -314,9 +375,23 @@ async fn produce_paced(
     Ok((offered, tracked))
 }
 
-/// Reads the predictions topic and records, for each event in `sent`, the time from its
-/// send to its first prediction.
-struct PredictionReader {
+/// What a latency reader takes from a message: the event it is about, and the model
+/// version that answered it (empty for the events themselves).
+type Decode = fn(&[u8]) -> Option<(String, String)>;
+
+fn prediction_of(payload: &[u8]) -> Option<(String, String)> {
+    let p = IntentPrediction::decode(payload).ok()?;
+    Some((p.event_id, p.model_version))
+}
+
+fn event_of(payload: &[u8]) -> Option<(String, String)> {
+    let e = pb::Event::decode(payload).ok()?;
+    Some((e.event_id, String::new()))
+}
+
+/// Reads a topic and records, for each event in `sent`, the time from its send to the
+/// first message about it (its prediction, or the event itself).
+struct LatencyReader {
     sent: Arc<Mutex<HashMap<String, Instant>>>,
     /// When the model swap was asked for, if it was.
     swapped: Arc<Mutex<Option<Instant>>>,
@@ -336,16 +411,17 @@ struct Latencies {
 const SWAP_WINDOW_BEFORE: Duration = Duration::from_secs(1);
 const SWAP_WINDOW_AFTER: Duration = Duration::from_secs(3);
 
-impl PredictionReader {
-    /// Subscribes and returns once the `earlier` predictions already on the topic are
-    /// read, so the latency run starts with the reader caught up.
+impl LatencyReader {
+    /// Subscribes as `group` and returns once the `earlier` messages already on the topic
+    /// are read, so the latency run starts with the reader caught up.
     async fn start(
         brokers: &str,
-        prefix: &str,
+        group: &str,
         topic: &str,
         earlier: u64,
-    ) -> anyhow::Result<PredictionReader> {
-        let mut config = KafkaConfig::new(brokers, &format!("{prefix}-latency"));
+        decode: Decode,
+    ) -> anyhow::Result<LatencyReader> {
+        let mut config = KafkaConfig::new(brokers, group);
         // The measuring consumer must not add latency of its own: a broker that holds an
         // empty fetch for librdkafka's default 500 ms would otherwise be measured too.
         config
@@ -359,7 +435,9 @@ impl PredictionReader {
                 consumer.next_batch(10_000, Duration::from_millis(1)),
             )
             .await
-            .context("reading earlier predictions stalled for 60 s")??;
+            .with_context(|| {
+                format!("reading the earlier messages of {topic} stalled for 60 s")
+            })??;
             read += batch.len() as u64;
         }
         let sent = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
@@ -388,16 +466,18 @@ impl PredictionReader {
                     let swapped_at = *swapped.lock().expect("lock");
                     let mut sent = sent.lock().expect("lock");
                     for m in batch? {
-                        let Ok(p) = IntentPrediction::decode(m.payload().unwrap_or_default())
+                        let Some((event_id, version)) = decode(m.payload().unwrap_or_default())
                         else {
                             continue;
                         };
-                        let Some(at) = sent.remove(&p.event_id) else {
+                        let Some(at) = sent.remove(&event_id) else {
                             continue;
                         };
                         let us = read_at.duration_since(at).as_micros() as u64;
                         latencies.all.saturating_record(us);
-                        *latencies.by_version.entry(p.model_version).or_default() += 1;
+                        if !version.is_empty() {
+                            *latencies.by_version.entry(version).or_default() += 1;
+                        }
                         if swapped_at.is_some_and(|s| {
                             at + SWAP_WINDOW_BEFORE >= s && at <= s + SWAP_WINDOW_AFTER
                         }) {
@@ -408,7 +488,7 @@ impl PredictionReader {
                 Ok(latencies)
             })
         };
-        Ok(PredictionReader {
+        Ok(LatencyReader {
             sent,
             swapped,
             stop,
@@ -421,6 +501,48 @@ impl PredictionReader {
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.stop.store(true, Ordering::Relaxed);
         self.task.await?
+    }
+}
+
+/// The predictor's histograms whose means the latency run prints, by index.
+const HISTOGRAMS: [&str; 6] = [
+    "behavior_batch_seconds",
+    "behavior_batch_size",
+    "behavior_read_seconds",
+    "behavior_inference_seconds",
+    "behavior_publish_seconds",
+    "behavior_write_seconds",
+];
+const BATCH_SECONDS: usize = 0;
+const BATCH_SIZE: usize = 1;
+const READ_SECONDS: usize = 2;
+const INFERENCE_SECONDS: usize = 3;
+const PUBLISH_SECONDS: usize = 4;
+const WRITE_SECONDS: usize = 5;
+
+/// Sum and count of each of [`HISTOGRAMS`], to average over a span.
+struct Parts(Vec<(f64, f64)>);
+
+impl Parts {
+    async fn read(child: &ServiceChild) -> Parts {
+        let mut read = Vec::with_capacity(HISTOGRAMS.len());
+        for name in HISTOGRAMS {
+            read.push((
+                child.counter(&format!("{name}_sum")).await,
+                child.counter(&format!("{name}_count")).await,
+            ));
+        }
+        Parts(read)
+    }
+
+    fn since(&self, before: &Parts) -> Parts {
+        let delta = self.0.iter().zip(&before.0);
+        Parts(delta.map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect())
+    }
+
+    fn mean(&self, histogram: usize) -> f64 {
+        let (sum, count) = self.0[histogram];
+        sum / count.max(1.0)
     }
 }
 
