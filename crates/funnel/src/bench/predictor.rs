@@ -9,7 +9,8 @@
 //!    and the predictor is timed from its first to its last consumed event;
 //! 2. latency: more canonical events are produced at a fixed rate, each stamped with
 //!    `ingest_ts_ms` when it is handed to the producer, and a consumer of the predictions
-//!    topic measures from that moment to when it reads the prediction naming the event;
+//!    topic measures from that moment to when it reads the prediction naming the event
+//!    (also by 2-second window of sending, and up to the prediction's `prediction_ts_ms`);
 //!    the same events through the broker alone (to a topic of their own, read back by a
 //!    plain consumer, before the predictor starts) show what one broker hop costs, and the
 //!    predictor's histograms where its own time goes.
@@ -171,7 +172,9 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (hop_offered, _) = produce_paced(&producer, to_hop(&paced), args.rate, &hop.sent).await?;
     let hop_rate = hop_offered as f64 / started.elapsed().as_secs_f64();
-    let hop = hop.finish().await?.all;
+    let hop = hop.finish().await?;
+    let hop_windows = hop.by_window()?;
+    let hop = hop.all;
     let hop_ms = |q: f64| hop.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "  one broker hop alone at {hop_rate:.0} events/s  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1} ms  (producer → broker → plain consumer, nothing else running)",
@@ -180,6 +183,7 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         hop_ms(0.999),
         hop.max() as f64 / 1000.0,
     );
+    print_windows(&hop_windows);
 
     // 3. The predictor binary, timed from its first to its last consumed event.
     let bin = sibling_binary(args.predictor_bin, "behavior-predictor")?;
@@ -273,11 +277,15 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     let cores = (crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0) - cpu0)
         / started.elapsed().as_secs_f64();
     let parts = Parts::read(&child).await.since(&parts0);
+    let read = reader.finish().await?;
+    let windows = read.by_window()?;
     let Latencies {
         all: latencies,
         around_swap,
         by_version,
-    } = reader.finish().await?;
+        made,
+        ..
+    } = read;
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "  latency run: offered {offered_rate:.0} events/s for {:.1} s ({offered} events, {tracked} user events); predictor {cores:.2} cores",
@@ -291,6 +299,14 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         latencies.max() as f64 / 1000.0,
         latencies.len(),
         100.0 * latencies.len() as f64 / tracked.max(1) as f64
+    );
+    print_windows(&windows);
+    let made_ms = |q: f64| made.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "    until the prediction was made   p50 {:.0}  p99 {:.0}  p999 {:.0} ms  (its prediction_ts_ms, ms resolution: before it is published and read back)",
+        made_ms(0.5),
+        made_ms(0.99),
+        made_ms(0.999),
     );
     let ms = |part: usize| parts.mean(part) * 1000.0;
     println!(
@@ -321,6 +337,26 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// p50/p99 of each window of the run, on one line: how latency moves as the run goes on.
+fn print_windows(windows: &[Histogram<u64>]) {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let line = windows
+        .iter()
+        .enumerate()
+        .map(|(n, h)| {
+            let from = n as u64 * WINDOW_SECS;
+            format!(
+                "{from}–{}s {:.1}/{:.1}",
+                from + WINDOW_SECS,
+                ms(h, 0.5),
+                ms(h, 0.99)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("    p50/p99 ms by send time          {line}");
+}
+
 fn decode_event(record: &OutRecord) -> Option<pb::Event> {
     pb::Event::decode(record.payload.as_slice()).ok()
 }
@@ -332,7 +368,7 @@ async fn produce_paced(
     producer: &Producer,
     records: Vec<OutRecord>,
     rate: u64,
-    sent: &Mutex<HashMap<String, Instant>>,
+    sent: &Sent,
 ) -> anyhow::Result<(usize, usize)> {
     let per_tick = ((rate as f64 * TICK.as_secs_f64()).round() as usize).max(1);
     let started = Instant::now();
@@ -350,7 +386,7 @@ async fn produce_paced(
             if event.r#type() != EventType::Item {
                 sent.lock()
                     .expect("lock")
-                    .insert(event.event_id.clone(), now);
+                    .insert(event.event_id.clone(), (now, now_ms));
                 tracked += 1;
             }
             stamped.push(OutRecord {
@@ -375,24 +411,43 @@ async fn produce_paced(
     Ok((offered, tracked))
 }
 
-/// What a latency reader takes from a message: the event it is about, and the model
-/// version that answered it (empty for the events themselves).
-type Decode = fn(&[u8]) -> Option<(String, String)>;
+/// Events handed to the producer: when (monotonic, and wall-clock ms), by event id.
+type Sent = Mutex<HashMap<String, (Instant, i64)>>;
 
-fn prediction_of(payload: &[u8]) -> Option<(String, String)> {
-    let p = IntentPrediction::decode(payload).ok()?;
-    Some((p.event_id, p.model_version))
+/// What a latency reader takes from a message.
+struct Answer {
+    /// The event the message is about.
+    event_id: String,
+    /// The model version that answered it (empty for the events themselves).
+    version: String,
+    /// When the prediction was made (`prediction_ts_ms`), for predictions.
+    made_ms: Option<i64>,
 }
 
-fn event_of(payload: &[u8]) -> Option<(String, String)> {
+type Decode = fn(&[u8]) -> Option<Answer>;
+
+fn prediction_of(payload: &[u8]) -> Option<Answer> {
+    let p = IntentPrediction::decode(payload).ok()?;
+    Some(Answer {
+        event_id: p.event_id,
+        version: p.model_version,
+        made_ms: Some(p.prediction_ts_ms),
+    })
+}
+
+fn event_of(payload: &[u8]) -> Option<Answer> {
     let e = pb::Event::decode(payload).ok()?;
-    Some((e.event_id, String::new()))
+    Some(Answer {
+        event_id: e.event_id,
+        version: String::new(),
+        made_ms: None,
+    })
 }
 
 /// Reads a topic and records, for each event in `sent`, the time from its send to the
 /// first message about it (its prediction, or the event itself).
 struct LatencyReader {
-    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    sent: Arc<Sent>,
     /// When the model swap was asked for, if it was.
     swapped: Arc<Mutex<Option<Instant>>>,
     stop: Arc<AtomicBool>,
@@ -405,6 +460,32 @@ struct Latencies {
     all: Histogram<u64>,
     around_swap: Histogram<u64>,
     by_version: HashMap<String, u64>,
+    /// From the send to the prediction's `prediction_ts_ms` (ms resolution): before its
+    /// publish and the reader's fetch.
+    made: Histogram<u64>,
+    /// Every latency with its event's send time, for [`Latencies::by_window`].
+    samples: Vec<(Instant, u64)>,
+}
+
+/// The windows latencies are also reported by, in seconds of the run.
+const WINDOW_SECS: u64 = 2;
+
+impl Latencies {
+    /// Latencies by the [`WINDOW_SECS`] window of the run their event was sent in.
+    fn by_window(&self) -> anyhow::Result<Vec<Histogram<u64>>> {
+        let Some(first) = self.samples.iter().map(|(at, _)| *at).min() else {
+            return Ok(Vec::new());
+        };
+        let mut windows = Vec::new();
+        for (at, us) in &self.samples {
+            let window = (at.duration_since(first).as_secs() / WINDOW_SECS) as usize;
+            while windows.len() <= window {
+                windows.push(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?);
+            }
+            windows[window].saturating_record(*us);
+        }
+        Ok(windows)
+    }
 }
 
 /// The window around a model swap whose events' latencies are reported apart.
@@ -440,7 +521,7 @@ impl LatencyReader {
             })??;
             read += batch.len() as u64;
         }
-        let sent = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
+        let sent = Arc::new(Sent::default());
         let swapped = Arc::new(Mutex::new(None::<Instant>));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
@@ -452,6 +533,8 @@ impl LatencyReader {
                     all: histogram()?,
                     around_swap: histogram()?,
                     by_version: HashMap::new(),
+                    made: histogram()?,
+                    samples: Vec::new(),
                 };
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(batch) = tokio::time::timeout(
@@ -466,17 +549,21 @@ impl LatencyReader {
                     let swapped_at = *swapped.lock().expect("lock");
                     let mut sent = sent.lock().expect("lock");
                     for m in batch? {
-                        let Some((event_id, version)) = decode(m.payload().unwrap_or_default())
-                        else {
+                        let Some(answer) = decode(m.payload().unwrap_or_default()) else {
                             continue;
                         };
-                        let Some(at) = sent.remove(&event_id) else {
+                        let Some((at, at_ms)) = sent.remove(&answer.event_id) else {
                             continue;
                         };
                         let us = read_at.duration_since(at).as_micros() as u64;
                         latencies.all.saturating_record(us);
-                        if !version.is_empty() {
-                            *latencies.by_version.entry(version).or_default() += 1;
+                        latencies.samples.push((at, us));
+                        if let Some(made_ms) = answer.made_ms {
+                            let made_us = (made_ms - at_ms).max(0) as u64 * 1000;
+                            latencies.made.saturating_record(made_us);
+                        }
+                        if !answer.version.is_empty() {
+                            *latencies.by_version.entry(answer.version).or_default() += 1;
                         }
                         if swapped_at.is_some_and(|s| {
                             at + SWAP_WINDOW_BEFORE >= s && at <= s + SWAP_WINDOW_AFTER
