@@ -358,7 +358,8 @@ pub async fn run(
     health.set_ready(true, &[SERVICE]).await;
     tracing::info!(events = %config.topics.events, group = %config.kafka.group_id, "recommender serving");
 
-    stream::consume(&consumer, &rec_store, &config.stream, &metrics, &shutdown).await;
+    let consumed =
+        stream::consume(&consumer, &rec_store, &config.stream, &metrics, &shutdown).await;
 
     health.set_ready(false, &[SERVICE]).await;
     let grace = Duration::from_secs(config.stream.shutdown_grace_secs);
@@ -374,5 +375,5 @@ pub async fn run(
     }
     let _ = funnel_runtime::shutdown::with_grace("admin server", grace, admin).await;
     tracing::info!("recommender stopped");
-    Ok(())
+    consumed.map_err(anyhow::Error::from)
 }

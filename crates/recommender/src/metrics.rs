@@ -1,6 +1,6 @@
 //! Metric names of the recommender, declared in one place (prefix `recommender_`).
 
-use funnel_bus::ConsumerMetrics;
+use funnel_bus::{BatchMetrics, ConsumerMetrics};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -33,11 +33,9 @@ pub struct Metrics {
     pub model_refusals: Counter,
     pub rules_refusals: Counter,
     pub stats_flush_errors: Counter,
-    pub events_in: Counter,
+    pub batch: BatchMetrics,
     pub events_applied: Counter,
     pub undecodable: Counter,
-    pub batch_retries: Counter,
-    pub batch_seconds: Histogram,
     model_info: Family<Labels, Gauge>,
     pub consumer: ConsumerMetrics,
 }
@@ -78,15 +76,14 @@ impl Metrics {
             model_refusals: Counter::default(),
             rules_refusals: Counter::default(),
             stats_flush_errors: Counter::default(),
-            events_in: Counter::default(),
+            batch: BatchMetrics::default(),
             events_applied: Counter::default(),
             undecodable: Counter::default(),
-            batch_retries: Counter::default(),
-            batch_seconds: seconds(),
             model_info: Family::default(),
             consumer: ConsumerMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("recommender");
+        m.batch.register(r, "Canonical events consumed");
         register_all(
             r,
             &[
@@ -155,7 +152,6 @@ impl Metrics {
                     "Served-counter flushes to Redis that failed (retried with the next)",
                     &m.stats_flush_errors,
                 ),
-                ("events_in", "Canonical events consumed", &m.events_in),
                 (
                     "events_applied",
                     "Orders, clicks and impressions applied (not replays)",
@@ -165,11 +161,6 @@ impl Metrics {
                     "undecodable",
                     "Messages skipped because they are not a canonical event",
                     &m.undecodable,
-                ),
-                (
-                    "batch_retries",
-                    "Event batch attempts that failed and were retried",
-                    &m.batch_retries,
                 ),
             ],
         );
@@ -215,11 +206,6 @@ impl Metrics {
                     "candidates_per_request",
                     "Candidates ranked per request, after the rules",
                     &m.candidates_per_request,
-                ),
-                (
-                    "batch_seconds",
-                    "Time to apply one batch of events",
-                    &m.batch_seconds,
                 ),
             ],
         );

@@ -8,9 +8,9 @@
 //! changes nothing. An order is credited to the answers whose items the user clicked
 //! (the click recorded `P:rec:ck:{user}:{item}` → recomm_id), once per order and answer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use funnel_bus::{BatchConsumer, Message, Offsets, OwnedMessage};
+use funnel_bus::{BatchConsumer, Lane, LaneSettings, Lanes, LanesError, Message, OwnedMessage};
 use funnel_core::pb::{self, event::Payload};
 use funnel_runtime::Shutdown;
 use prost::Message as _;
@@ -68,55 +68,65 @@ fn decode(batch: &[OwnedMessage], metrics: &Metrics) -> Vec<StreamEvent> {
         .collect()
 }
 
-/// Applies batches until `stop`, retrying a failing batch with backoff; its offsets are
-/// stored once it is applied.
+/// Applies batches until `stop` through one [`Lanes`] lane (one script run per batch, in
+/// stream order), which retries a failing batch with backoff and stores its offsets once it
+/// is applied. Ends early only if the lane fails.
 pub async fn consume(
     consumer: &BatchConsumer,
     store: &RecStore,
     settings: &StreamSettings,
     metrics: &Metrics,
     stop: &Shutdown,
-) {
-    let limits = StreamLimits::from(settings);
-    let linger = Duration::from_millis(settings.batch_linger_ms);
-    let longest_wait = Duration::from_millis(settings.retry_backoff_max_ms);
-    while !stop.is_triggered() {
-        let fetched = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            b = consumer.next_batch(settings.batch_max, linger) => b,
+) -> Result<(), LanesError> {
+    let lane = StreamLane {
+        store: store.clone(),
+        limits: StreamLimits::from(settings),
+        metrics: metrics.clone(),
+        decoded: None,
+    };
+    let lanes = LaneSettings {
+        batch_max: settings.batch_max,
+        linger: Duration::from_millis(settings.batch_linger_ms),
+        retry_backoff_max: Duration::from_millis(settings.retry_backoff_max_ms),
+        max_inflight: 1,
+    };
+    Lanes::new(vec![lane])
+        .run(consumer, &lanes, &metrics.batch, stop)
+        .await
+}
+
+/// The stream's lane: decodes a batch once, applies it in one script run.
+struct StreamLane {
+    store: RecStore,
+    limits: StreamLimits,
+    metrics: Metrics,
+    /// The last part decoded, by its first message's partition and offset and its length,
+    /// so that a retried part is not decoded (and its undecodable messages not counted)
+    /// again.
+    decoded: Option<((i32, i64, usize), Vec<StreamEvent>)>,
+}
+
+impl Lane for StreamLane {
+    type Error = redis::RedisError;
+
+    async fn process(&mut self, messages: &[OwnedMessage]) -> Result<(), redis::RedisError> {
+        let id = messages
+            .first()
+            .map_or((0, -1, 0), |m| (m.partition(), m.offset(), messages.len()));
+        let events = match self.decoded.take() {
+            Some((decoded, events)) if decoded == id => events,
+            _ => decode(messages, &self.metrics),
         };
-        let Ok(batch) =
-            fetched.inspect_err(|e| tracing::warn!(error = %e, "consume failed; retrying"))
-        else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let started = Instant::now();
-        metrics.events_in.inc_by(batch.len() as u64);
-        let events = decode(&batch, metrics);
-        let mut wait = Duration::from_millis(50);
-        let applied = loop {
-            match store.apply_events(&events, &limits).await {
-                Ok(n) => break n,
-                Err(e) => {
-                    metrics.batch_retries.inc();
-                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "event batch failed; retrying");
-                }
+        match self.store.apply_events(&events, &self.limits).await {
+            Ok(applied) => {
+                self.metrics.events_applied.inc_by(applied);
+                Ok(())
             }
-            if tokio::time::timeout(wait, stop.cancelled()).await.is_ok() {
-                // Not stored: the partitions' next owner replays the batch.
-                return;
+            Err(e) => {
+                self.decoded = Some((id, events));
+                Err(e)
             }
-            wait = longest_wait.min(wait * 2);
-        };
-        metrics.events_applied.inc_by(applied);
-        if let Err(e) = consumer.store(&Offsets::of(&batch)) {
-            tracing::warn!(error = %e, "failed to store offsets");
         }
-        metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
     }
 }
 
