@@ -195,7 +195,9 @@ impl Env {
 
     /// Starts ingest in-process on free ports.
     pub async fn start_ingest(&self, config: ingest::Config) -> RunningIngest {
-        let listeners = ingest::Listeners::bind(&config).await.unwrap();
+        let listeners = ingest::Listeners::bind(&config.grpc, &config.admin)
+            .await
+            .unwrap();
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
         let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());

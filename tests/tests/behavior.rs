@@ -183,7 +183,9 @@ impl World {
     }
 
     async fn start_predictor(&self, config: behavior_predictor::Config) -> Running {
-        let listeners = behavior_predictor::Listeners::bind(&config).await.unwrap();
+        let listeners = behavior_predictor::Listeners::bind(&config.grpc, &config.admin)
+            .await
+            .unwrap();
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
         let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());

@@ -179,7 +179,9 @@ impl World {
 
     async fn start_recommender(&self) -> Running {
         let config = self.config.clone();
-        let listeners = recommender::Listeners::bind(&config).await.unwrap();
+        let listeners = recommender::Listeners::bind(&config.grpc, &config.admin)
+            .await
+            .unwrap();
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
         let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());

@@ -55,7 +55,6 @@ use funnel_proto::pb::behavior::v1::behavior_predictor_server::BehaviorPredictor
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 pub use config::Config;
@@ -64,30 +63,12 @@ pub use features::{
     INTENT_FEATURES, IntentFeatures, OrderRecord, REPURCHASE_FEATURES, RepurchaseFeatures,
     SessionState, UserHistory, intent_features, repurchase_features,
 };
+pub use funnel_runtime::Listeners;
 pub use models::{FeatureMismatch, check_features};
 pub use scoring::Scorer;
 
 /// The gRPC name of the service, for health checks.
 pub const SERVICE: &str = "funnel.behavior.v1.BehaviorPredictor";
-
-/// The sockets the service serves on, bound by the caller (port 0 in tests).
-pub struct Listeners {
-    pub grpc: TcpListener,
-    pub admin: TcpListener,
-}
-
-impl Listeners {
-    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        Ok(Listeners {
-            grpc: TcpListener::bind(&config.grpc.listen)
-                .await
-                .with_context(|| format!("failed to bind grpc.listen {}", config.grpc.listen))?,
-            admin: TcpListener::bind(&config.admin.listen)
-                .await
-                .with_context(|| format!("failed to bind admin.listen {}", config.admin.listen))?,
-        })
-    }
-}
 
 /// Loads the ONNX Runtime library and both models (validated and warmed), blocking: the
 /// versions their `serving` pointer files name, else the configured ones.

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let config: behavior_predictor::Config = Cli::parse().config.load_or_exit("behavior-predictor");
     let telemetry = telemetry::init(&config.telemetry, "behavior-predictor")?;
     let scorer = tokio::task::block_in_place(|| behavior_predictor::load_scorer(&config))?;
-    let listeners = behavior_predictor::Listeners::bind(&config).await?;
+    let listeners = behavior_predictor::Listeners::bind(&config.grpc, &config.admin).await?;
     let store = Store::Redis(RedisStore::connect(&config.redis).await?);
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();

@@ -9,6 +9,34 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::Shutdown;
 
+/// The sockets a service serves on (gRPC, admin), bound before it starts so that a
+/// port in use fails at start naming its key; tests bind port 0.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(
+        grpc: &crate::GrpcConfig,
+        admin: &crate::AdminConfig,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let bind = |key: &'static str, addr: &str| {
+            let addr = addr.to_owned();
+            async move {
+                TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("failed to bind {key} {addr}"))
+            }
+        };
+        Ok(Listeners {
+            grpc: bind("grpc.listen", &grpc.listen).await?,
+            admin: bind("admin.listen", &admin.listen).await?,
+        })
+    }
+}
+
 /// Longest id (user, session, item) a request may carry, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
 
@@ -65,5 +93,42 @@ mod tests {
         assert_eq!(missing.message(), "user_id is required");
         let long = check_id("item_id", &"x".repeat(129), false).unwrap_err();
         assert_eq!(long.message(), "item_id is 129 bytes, more than 128");
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_fails_naming_its_key() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = taken.local_addr().unwrap().to_string();
+        let free = crate::AdminConfig {
+            listen: "127.0.0.1:0".into(),
+        };
+        let err = Listeners::bind(&crate::GrpcConfig::with_listen(&taken), &free)
+            .await
+            .err()
+            .expect("the gRPC port is taken");
+        assert_eq!(
+            err.to_string(),
+            format!("failed to bind grpc.listen {taken}")
+        );
+
+        let admin = crate::AdminConfig {
+            listen: taken.clone(),
+        };
+        let err = Listeners::bind(&crate::GrpcConfig::with_listen("127.0.0.1:0"), &admin)
+            .await
+            .err()
+            .expect("the admin port is taken");
+        assert_eq!(
+            err.to_string(),
+            format!("failed to bind admin.listen {taken}")
+        );
+
+        let bound = Listeners::bind(&crate::GrpcConfig::with_listen("127.0.0.1:0"), &free)
+            .await
+            .unwrap();
+        assert_ne!(
+            bound.grpc.local_addr().unwrap(),
+            bound.admin.local_addr().unwrap()
+        );
     }
 }

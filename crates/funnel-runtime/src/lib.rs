@@ -18,6 +18,7 @@ pub mod telemetry;
 
 pub use admin::{AdminConfig, Health};
 pub use config::{ConfigError, GrpcConfig, load_config};
+pub use grpc::Listeners;
 pub use shutdown::Shutdown;
 pub use telemetry::{TelemetryConfig, TelemetryGuard};
 

@@ -159,7 +159,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     config.grpc.listen = args.grpc_listen.clone();
     config.admin.listen = args.admin_listen.clone();
     config.redis.key_prefix = KEY_PREFIX.into();
-    let listeners = ingest::Listeners::bind(&config).await?;
+    let listeners = ingest::Listeners::bind(&config.grpc, &config.admin).await?;
     let grpc_addr = listeners.grpc.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let shutdown = Shutdown::new();
@@ -193,7 +193,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     };
     let model = scorer.intent_info().id;
     let predictions_topic = config.topics.predictions.clone();
-    let listeners = behavior_predictor::Listeners::bind(&config).await?;
+    let listeners = behavior_predictor::Listeners::bind(&config.grpc, &config.admin).await?;
     let predictor_grpc = listeners.grpc.local_addr()?;
     let predictor_admin = listeners.admin.local_addr()?;
     let recommender = match &store {

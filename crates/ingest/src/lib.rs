@@ -25,28 +25,9 @@ use funnel_proto::pb::ingest::v1::features_server::FeaturesServer;
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::{FeatureReader, Keys, Store};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 pub use config::Config;
-
-/// The sockets ingest serves on, bound by the caller (port 0 in tests).
-pub struct Listeners {
-    pub grpc: TcpListener,
-    pub admin: TcpListener,
-}
-
-impl Listeners {
-    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        Ok(Listeners {
-            grpc: TcpListener::bind(&config.grpc.listen)
-                .await
-                .with_context(|| format!("failed to bind grpc.listen {}", config.grpc.listen))?,
-            admin: TcpListener::bind(&config.admin.listen)
-                .await
-                .with_context(|| format!("failed to bind admin.listen {}", config.admin.listen))?,
-        })
-    }
-}
+pub use funnel_runtime::Listeners;
 
 /// The gRPC name of the features service, for health checks.
 pub const FEATURES_SERVICE: &str = "funnel.ingest.v1.Features";

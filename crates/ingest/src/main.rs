@@ -18,7 +18,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let config: Config = Cli::parse().config.load_or_exit("ingest");
     let telemetry = telemetry::init(&config.telemetry, "ingest")?;
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(&config.grpc, &config.admin).await?;
     let store = Store::Redis(RedisStore::connect(&config.redis).await?);
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();

@@ -49,33 +49,13 @@ use funnel_proto::pb::recommender::v1::recommender_server::RecommenderServer;
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use embeddings::Embeddings;
+pub use funnel_runtime::Listeners;
 
 /// The gRPC name of the service, for health checks.
 pub const SERVICE: &str = "funnel.recommender.v1.Recommender";
-
-/// The sockets the service serves on, bound by the caller (port 0 in tests).
-pub struct Listeners {
-    pub grpc: TcpListener,
-    pub admin: TcpListener,
-}
-
-impl Listeners {
-    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let bind = |key: &'static str, addr: String| async move {
-            TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("failed to bind {key} {addr}"))
-        };
-        Ok(Listeners {
-            grpc: bind("grpc.listen", config.grpc.listen.clone()).await?,
-            admin: bind("admin.listen", config.admin.listen.clone()).await?,
-        })
-    }
-}
 
 /// The ranker (validated and warmed) and the item embeddings with their neighbours.
 pub struct Models {

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let config: recommender::Config = Cli::parse().config.load_or_exit("recommender");
     let telemetry = telemetry::init(&config.telemetry, "recommender")?;
     let models = tokio::task::block_in_place(|| recommender::load_models(&config))?;
-    let listeners = recommender::Listeners::bind(&config).await?;
+    let listeners = recommender::Listeners::bind(&config.grpc, &config.admin).await?;
     let store = Store::Redis(RedisStore::connect(&config.redis).await?);
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();

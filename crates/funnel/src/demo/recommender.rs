@@ -57,7 +57,7 @@ impl DemoRecommender {
                 .await?
                 .context("the recommender cannot load its models")?
         };
-        let listeners = recommender::Listeners::bind(&config).await?;
+        let listeners = recommender::Listeners::bind(&config.grpc, &config.admin).await?;
         let grpc = listeners.grpc.local_addr()?;
         let task = tokio::spawn(recommender::run(config, listeners, store, models, shutdown));
         Ok(DemoRecommender { grpc, task })
