@@ -175,12 +175,11 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     let hop = hop.finish().await?;
     let hop_windows = hop.by_window()?;
     let hop = hop.all;
-    let hop_ms = |q: f64| hop.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "  one broker hop alone at {hop_rate:.0} events/s  p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1} ms  (producer → broker → plain consumer, nothing else running)",
-        hop_ms(0.5),
-        hop_ms(0.99),
-        hop_ms(0.999),
+        ms(&hop, 0.5),
+        ms(&hop, 0.99),
+        ms(&hop, 0.999),
         hop.max() as f64 / 1000.0,
     );
     print_windows(&hop_windows);
@@ -286,40 +285,37 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         made,
         ..
     } = read;
-    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "  latency run: offered {offered_rate:.0} events/s for {:.1} s ({offered} events, {tracked} user events); predictor {cores:.2} cores",
         offered as f64 / offered_rate
     );
     println!(
         "  event→prediction latency ms      p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}  ({} predictions = {:.1}% of user events)",
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
+        ms(&latencies, 0.5),
+        ms(&latencies, 0.99),
+        ms(&latencies, 0.999),
         latencies.max() as f64 / 1000.0,
         latencies.len(),
         100.0 * latencies.len() as f64 / tracked.max(1) as f64
     );
     print_windows(&windows);
-    let made_ms = |q: f64| made.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "    until the prediction was made   p50 {:.0}  p99 {:.0}  p999 {:.0} ms  (its prediction_ts_ms, ms resolution: before it is published and read back)",
-        made_ms(0.5),
-        made_ms(0.99),
-        made_ms(0.999),
+        ms(&made, 0.5),
+        ms(&made, 0.99),
+        ms(&made, 0.999),
     );
-    let ms = |part: usize| parts.mean(part) * 1000.0;
+    let mean_ms = |histogram: &str| parts.mean(histogram) * 1000.0;
     println!(
         "  predictor batches, means         {:.1} ms from fetch to offsets stored, {:.0} events; per lane part: Redis read {:.1} ms, inference {:.1} ms, publish until acknowledged {:.1} ms, Redis write {:.1} ms",
-        ms(BATCH_SECONDS),
-        parts.mean(BATCH_SIZE),
-        ms(READ_SECONDS),
-        ms(INFERENCE_SECONDS),
-        ms(PUBLISH_SECONDS),
-        ms(WRITE_SECONDS),
+        mean_ms("behavior_batch_seconds"),
+        parts.mean("behavior_batch_size"),
+        mean_ms("behavior_read_seconds"),
+        mean_ms("behavior_inference_seconds"),
+        mean_ms("behavior_publish_seconds"),
+        mean_ms("behavior_write_seconds"),
     );
     if swap.is_some() {
-        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "  around the swap (events sent {SWAP_WINDOW_BEFORE:?} before to {SWAP_WINDOW_AFTER:?} after): p50 {:.1}  p99 {:.1}  max {:.1}  ({} predictions)",
             ms(&around_swap, 0.5),
@@ -339,7 +335,6 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
 
 /// p50/p99 of each window of the run, on one line: how latency moves as the run goes on.
 fn print_windows(windows: &[Histogram<u64>]) {
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let line = windows
         .iter()
         .enumerate()
@@ -355,6 +350,11 @@ fn print_windows(windows: &[Histogram<u64>]) {
         .collect::<Vec<_>>()
         .join(", ");
     println!("    p50/p99 ms by send time          {line}");
+}
+
+/// Quantile `q` of a histogram of µs, in ms.
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
 }
 
 fn decode_event(record: &OutRecord) -> Option<pb::Event> {
@@ -591,7 +591,7 @@ impl LatencyReader {
     }
 }
 
-/// The predictor's histograms whose means the latency run prints, by index.
+/// The predictor's histograms whose means the latency run prints.
 const HISTOGRAMS: [&str; 6] = [
     "behavior_batch_seconds",
     "behavior_batch_size",
@@ -600,14 +600,8 @@ const HISTOGRAMS: [&str; 6] = [
     "behavior_publish_seconds",
     "behavior_write_seconds",
 ];
-const BATCH_SECONDS: usize = 0;
-const BATCH_SIZE: usize = 1;
-const READ_SECONDS: usize = 2;
-const INFERENCE_SECONDS: usize = 3;
-const PUBLISH_SECONDS: usize = 4;
-const WRITE_SECONDS: usize = 5;
 
-/// Sum and count of each of [`HISTOGRAMS`], to average over a span.
+/// Sum and count of each of [`HISTOGRAMS`], in that order, to average over a span.
 struct Parts(Vec<(f64, f64)>);
 
 impl Parts {
@@ -627,8 +621,13 @@ impl Parts {
         Parts(delta.map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect())
     }
 
-    fn mean(&self, histogram: usize) -> f64 {
-        let (sum, count) = self.0[histogram];
+    /// The mean of `histogram`, one of [`HISTOGRAMS`].
+    fn mean(&self, histogram: &str) -> f64 {
+        let at = HISTOGRAMS
+            .iter()
+            .position(|h| *h == histogram)
+            .expect("one of HISTOGRAMS");
+        let (sum, count) = self.0[at];
         sum / count.max(1.0)
     }
 }
