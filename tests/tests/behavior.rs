@@ -188,14 +188,7 @@ impl World {
             .unwrap();
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
-        let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());
-        let scorer = {
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
-                .await
-                .unwrap()
-                .unwrap()
-        };
+        let (store, scorer) = store_and_scorer(&config).await;
         let shutdown = Shutdown::new();
         let task = tokio::spawn(behavior_predictor::run(
             config,
@@ -215,6 +208,14 @@ impl World {
     /// Plays ingest: catalog records into Redis as ingest writes them, user events as
     /// canonical protobuf keyed by user.
     async fn publish(&self, events: &[pb::Event]) {
+        self.write_catalog(events).await;
+        for event in events.iter().filter(|e| e.r#type() != EventType::Item) {
+            self.send(event).await;
+        }
+    }
+
+    /// The catalog records among `events`, into Redis as ingest writes them.
+    async fn write_catalog(&self, events: &[pb::Event]) {
         let mut redis = self.env.redis.conn().await;
         let keys = funnel_store::Keys::new(&self.env.prefix);
         for event in events {
@@ -225,9 +226,6 @@ impl World {
                     .await
                     .unwrap();
             }
-        }
-        for event in events.iter().filter(|e| e.r#type() != EventType::Item) {
-            self.send(event).await;
         }
     }
 
@@ -532,6 +530,111 @@ async fn a_replayed_event_changes_neither_the_state_nor_the_predictions() {
     );
     assert_eq!(again.intent("u-42", "").await.features, before.features);
     again.stop().await;
+}
+
+/// What the predictor starts from: its store, and its models loaded as at start.
+async fn store_and_scorer(
+    config: &behavior_predictor::Config,
+) -> (Store, behavior_predictor::Scorer) {
+    let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());
+    let config = config.clone();
+    let scorer = tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
+        .await
+        .unwrap()
+        .unwrap();
+    (store, scorer)
+}
+
+/// The stream's pipeline on its own, as a lane runs it, in consumer group `group`, its
+/// predictions produced through `brokers`.
+async fn processor(
+    world: &World,
+    group: &str,
+    brokers: &str,
+) -> (
+    behavior_predictor::pipeline::Processor,
+    funnel_bus::Producer,
+    behavior_predictor::metrics::Metrics,
+) {
+    let config = world.config(group);
+    let (store, scorer) = store_and_scorer(&config).await;
+    let metrics = behavior_predictor::metrics::Metrics::new(&mut Default::default());
+    let processor = behavior_predictor::pipeline::Processor::new(
+        behavior_predictor::state::StateKeys::new(&world.env.prefix),
+        config.predictor.clone(),
+        (
+            world.predictions_topic.clone(),
+            config.kafka.group_id.clone(),
+        ),
+        &store,
+        std::sync::Arc::new(scorer),
+        metrics.clone(),
+    );
+    let mut kafka = KafkaConfig::new(brokers, &config.kafka.group_id);
+    kafka.produce_timeout_ms = 1000;
+    (
+        processor,
+        funnel_bus::Producer::new(&kafka).unwrap(),
+        metrics,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_written_but_never_acknowledged_are_published_when_their_group_replays() {
+    let world = World::start().await;
+    let golden = golden();
+    world.write_catalog(&golden.events).await;
+    let messages: Vec<rdkafka::message::OwnedMessage> = golden
+        .events
+        .iter()
+        .filter(|e| e.r#type() != EventType::Item)
+        .enumerate()
+        .map(|(offset, e)| {
+            rdkafka::message::OwnedMessage::new(
+                Some(e.encode_to_vec()),
+                Some(e.user_id.clone().into_bytes()),
+                world.events_topic.clone(),
+                rdkafka::Timestamp::NotAvailable,
+                0,
+                offset as i64,
+                None,
+            )
+        })
+        .collect();
+    let reader = world.predictions();
+
+    // The first attempt writes the state, but its predictions never reach a broker (as
+    // if the process died before the acknowledgements).
+    let (mut first, unreachable, _) = processor(&world, "g1", "127.0.0.1:1").await;
+    let sending = first.process(&messages, &unreachable).await.unwrap();
+    assert_eq!(sending.len(), golden.expected.len());
+    let unsent = sending.acknowledged().await.err().expect("no broker there");
+    assert_eq!(unsent.records.len(), golden.expected.len());
+
+    // The same group replays the part: nothing is applied again, and the predictions the
+    // markers hold are published, as training scored them.
+    let (mut again, producer, metrics) = processor(&world, "g1", &world.env.broker.brokers).await;
+    let sending = again.process(&messages, &producer).await.unwrap();
+    sending.acknowledged().await.map_err(|u| u.error).unwrap();
+    assert_eq!(metrics.replays.get(), messages.len() as u64);
+    assert_eq!(metrics.republished.get(), golden.expected.len() as u64);
+    assert_eq!(metrics.predictions.get(), 0, "nothing scored anew");
+    let published = wait_for_predictions(&reader, golden.expected.len()).await;
+    assert_eq!(published.len(), golden.expected.len());
+    for p in &published {
+        assert_scored_as_training(p, &golden);
+    }
+    let mut ids: Vec<_> = published.iter().map(|p| p.event_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), golden.expected.len(), "each event once");
+
+    // Another group reading the same messages publishes nothing.
+    let (mut other, producer, metrics) = processor(&world, "g2", &world.env.broker.brokers).await;
+    let sending = other.process(&messages, &producer).await.unwrap();
+    assert!(sending.is_empty());
+    assert_eq!(metrics.replays.get(), messages.len() as u64);
+    assert_eq!(metrics.republished.get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,9 +133,11 @@ pub struct PredictorSettings {
     /// Lanes: parts a batch is split into by key (user), processed concurrently while
     /// the next batch is fetched. Default 4.
     pub workers: usize,
-    /// Batches fetched and not yet done, at most. Few keep an event from waiting behind
-    /// batches in hand (latency); when the lanes are busy the next batch grows instead.
-    /// Default 1: the next batch is fetched when the last is done.
+    /// Batches fetched and not yet processed, at most. Few keep an event from waiting
+    /// behind batches in hand (latency); when the lanes are busy the next batch grows
+    /// instead. Default 1: the next batch is fetched when the last is written and its
+    /// predictions handed to the producer; batches whose predictions are still being
+    /// acknowledged do not count (their offsets wait for the acknowledgements).
     pub inflight_batches: usize,
     /// Per session, in event time: with 0 every event gets a prediction; otherwise only a
     /// session's latest event in a batch does, and only when at least this many ms of

@@ -45,7 +45,9 @@ pub mod scoring;
 pub mod shadow;
 pub mod state;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,7 @@ use funnel_bus::{BatchConsumer, Lane, LaneSettings, Lanes, OwnedMessage, Produce
 use funnel_proto::pb::behavior::v1::behavior_predictor_server::BehaviorPredictorServer;
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
@@ -200,7 +203,10 @@ pub async fn run(
             let processor = pipeline::Processor::new(
                 keys.clone(),
                 config.predictor.clone(),
-                config.topics.predictions.clone(),
+                (
+                    config.topics.predictions.clone(),
+                    config.kafka.group_id.clone(),
+                ),
                 &store,
                 Arc::clone(&scorer),
                 metrics.clone(),
@@ -212,6 +218,9 @@ pub async fn run(
                 },
                 producer: producer.clone(),
                 policy: policy_feed.clone(),
+                publish_seconds: metrics.publish_seconds.clone(),
+                retry_backoff_max: Duration::from_millis(config.predictor.retry_backoff_max_ms),
+                shutdown: shutdown.clone(),
             }
         })
         .collect();
@@ -293,24 +302,42 @@ async fn load_shadow(
 /// policy is this far behind.
 const POLICY_QUEUE: usize = 64;
 
-/// A lane of the predictor: applies, scores, publishes and writes the parts of batches
-/// it is given, then hands their outcome to the conversion policy.
+/// A lane of the predictor: applies, scores and writes the parts of batches it is given
+/// and hands their predictions to the producer and their outcome to the conversion
+/// policy; a part finishes when its predictions are acknowledged.
 struct PredictorLane {
     processor: pipeline::Processor,
     producer: Producer,
     policy: Option<mpsc::Sender<conversion::BatchOutcome>>,
+    publish_seconds: Histogram,
+    retry_backoff_max: Duration,
+    shutdown: Shutdown,
 }
 
 impl Lane for PredictorLane {
     type Error = pipeline::BatchError;
+    type Finish = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-    async fn process(&mut self, messages: &[OwnedMessage]) -> Result<(), pipeline::BatchError> {
-        self.processor.process(messages, &self.producer).await?;
+    async fn process(
+        &mut self,
+        messages: &[OwnedMessage],
+    ) -> Result<Self::Finish, pipeline::BatchError> {
+        let sending = self.processor.process(messages, &self.producer).await?;
         let outcome = self.processor.take_outcome();
         if let Some(policy) = &self.policy {
             // Only fails once the policy task is gone, at shutdown.
             let _ = policy.send(outcome).await;
         }
-        Ok(())
+        let (producer, shutdown) = (self.producer.clone(), self.shutdown.clone());
+        let (publish_seconds, max_backoff) = (self.publish_seconds.clone(), self.retry_backoff_max);
+        let started = sending.enqueued_at();
+        Ok(Box::pin(async move {
+            if sending.is_empty() {
+                return true;
+            }
+            let delivered = producer.deliver(sending, max_backoff, &shutdown).await;
+            publish_seconds.observe(started.elapsed().as_secs_f64());
+            delivered
+        }))
     }
 }

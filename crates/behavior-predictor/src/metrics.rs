@@ -12,6 +12,7 @@ pub struct Metrics {
     pub predictions: Counter,
     pub debounced: Counter,
     pub replays: Counter,
+    pub republished: Counter,
     pub undecodable: Counter,
     pub store_conflicts: Counter,
     pub batch: BatchMetrics,
@@ -46,6 +47,7 @@ impl Metrics {
             predictions: Counter::default(),
             debounced: Counter::default(),
             replays: Counter::default(),
+            republished: Counter::default(),
             undecodable: Counter::default(),
             store_conflicts: Counter::default(),
             batch: BatchMetrics::default(),
@@ -86,6 +88,12 @@ impl Metrics {
             "replays",
             "Events not applied because their marker was set (replay or republished event)",
             m.replays.clone(),
+        );
+        r.register(
+            "republished",
+            "Predictions published again from their event's marker: the event was replayed \
+             by this consumer group after its state was written",
+            m.republished.clone(),
         );
         r.register(
             "undecodable",

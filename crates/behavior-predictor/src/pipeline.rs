@@ -4,18 +4,26 @@
 //! A batch is planned from one pipelined Redis read (the batch's event markers, session
 //! states, user histories, catalog records and click counts of the items it names),
 //! applied in memory in stream order, scored in one inference run on a blocking thread,
-//! published, and only then written in one MULTI/EXEC that Redis refuses if any event
+//! handed to the producer, and written in one MULTI/EXEC that Redis refuses if any event
 //! marker changed since the read (another instance applied the event meanwhile; the
-//! batch is then planned again). Publishing before writing makes predictions
-//! at-least-once: a crash after the publish replays the batch, which finds no markers
-//! and publishes the same predictions again. An event whose marker is already set (a
-//! replayed message, or a canonical event ingest republished) is not applied again.
+//! batch is then planned again). The lane then takes its next part, whose read sees this
+//! write, while the broker acknowledges the predictions; the part's offsets are stored
+//! only once they are acknowledged.
+//!
+//! An event whose marker is already set (a replayed message, or a canonical event ingest
+//! republished) is not applied again. Predictions stay at-least-once because the marker
+//! of an event that got a prediction holds it, with the consumer group: a crash after
+//! the write and before the acknowledgement replays the part in the same group, which
+//! publishes the stored predictions again. Another group reading the same events
+//! publishes nothing again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use funnel_bus::{Message, OutRecord, OwnedMessage};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
+use funnel_bus::{Message, OutRecord, OwnedMessage, Sending};
 use funnel_core::pb::{self, EventType, event::Payload};
 use funnel_proto::pb::behavior::v1::IntentPrediction;
 use funnel_store::{ApplyOutcome, MarkerState, Read, Reply, Store, StoreError, WriteBatch, Writer};
@@ -60,6 +68,8 @@ struct Incoming {
 
 /// An event applied in this batch, with its session's features right after it.
 struct Applied {
+    /// Its marker among the batch's fresh markers.
+    marker: usize,
     session: usize,
     event_id: String,
     user_id: String,
@@ -73,6 +83,8 @@ pub struct Processor {
     keys: StateKeys,
     settings: PredictorSettings,
     predictions_topic: String,
+    /// The consumer group, kept in markers beside the prediction they hold.
+    group_id: String,
     writer: Writer,
     scorer: Arc<Scorer>,
     metrics: Metrics,
@@ -86,7 +98,7 @@ impl Processor {
     pub fn new(
         keys: StateKeys,
         settings: PredictorSettings,
-        predictions_topic: String,
+        (predictions_topic, group_id): (String, String),
         store: &Store,
         scorer: Arc<Scorer>,
         metrics: Metrics,
@@ -95,6 +107,7 @@ impl Processor {
             keys,
             settings,
             predictions_topic,
+            group_id,
             writer: store.writer(),
             scorer,
             metrics,
@@ -121,37 +134,41 @@ impl Processor {
         self.scorer.intent_info().id.to_string()
     }
 
-    /// Applies, scores, publishes (through `producer`) and writes one batch.
+    /// Applies and scores one batch, hands its predictions to `producer` and writes its
+    /// state; the predictions' acknowledgements are left to the caller, who must not
+    /// store the batch's offsets before them.
     pub async fn process(
         &mut self,
         messages: &[OwnedMessage],
         producer: &funnel_bus::Producer,
-    ) -> Result<(), BatchError> {
+    ) -> Result<Sending, BatchError> {
         self.outcome = BatchOutcome::default();
         let incoming = self.decode(messages);
         if incoming.is_empty() {
-            return Ok(());
+            return Ok(producer.enqueue(Vec::new()));
         }
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (records, batch, outcome) = self.plan(&incoming).await?;
+            // Handed over before the write, so that the producer's linger runs during it.
+            // Should the write be refused, these still go out and the next plan's too:
+            // at-least-once, as a replay.
+            let sending = producer.enqueue(records);
             let m = &self.metrics;
-            if !records.is_empty() {
-                let started = Instant::now();
-                producer.send_all(&records).await?;
-                m.publish_seconds.observe(started.elapsed().as_secs_f64());
-            }
             let started = Instant::now();
             let applied = self.writer.apply(&batch).await?;
             m.write_seconds.observe(started.elapsed().as_secs_f64());
             match applied {
                 ApplyOutcome::Applied => {
-                    self.metrics.predictions.inc_by(records.len() as u64);
+                    m.predictions.inc_by(outcome.scored.len() as u64);
+                    // The rest of what is sent came from replayed events' markers.
+                    m.republished
+                        .inc_by((sending.len() - outcome.scored.len()) as u64);
                     if let Some(shadow) = &self.shadow {
                         let served = outcome.scored.iter().map(|s| s.prediction.clone());
                         shadow.publish(std::mem::take(&mut self.shadow_rows), served.collect());
                     }
                     self.outcome = outcome;
-                    return Ok(());
+                    return Ok(sending);
                 }
                 ApplyOutcome::Conflict => {
                     self.metrics.store_conflicts.inc();
@@ -272,6 +289,9 @@ impl Processor {
 
         let mut batch = WriteBatch::new(self.settings.session_ttl_secs);
         let mut applied: Vec<Applied> = Vec::with_capacity(incoming.len());
+        // The fresh events' markers: which event, and the value to set.
+        let mut fresh_markers: Vec<(usize, String)> = Vec::with_capacity(incoming.len());
+        let mut republished: Vec<OutRecord> = Vec::new();
         let mut seen_markers: std::collections::HashSet<&str> = Default::default();
         let mut touched_sessions = vec![false; session_ids.len()];
         let mut touched_items: IndexSet<&str> = IndexSet::new();
@@ -279,8 +299,15 @@ impl Processor {
             let event = &i.event;
             let current = current_markers.get(n).cloned().flatten();
             let state = MarkerState::of(current.as_deref(), &i.origin);
-            if state != MarkerState::Fresh || !seen_markers.insert(&markers[n]) {
+            let first_in_batch = seen_markers.insert(&markers[n]);
+            if state != MarkerState::Fresh || !first_in_batch {
                 self.metrics.replays.inc();
+                if state == MarkerState::Replay
+                    && first_in_batch
+                    && let Some(record) = self.stored_prediction(current.as_deref(), i)
+                {
+                    republished.push(record);
+                }
                 continue;
             }
             let slot = session_ids
@@ -317,13 +344,9 @@ impl Processor {
                 batch.hincr(&self.keys.item_clicks(item), ITEM_CLICKS, 1);
                 touched_items.insert(item);
             }
-            batch.marker(
-                markers[n].clone(),
-                &i.origin,
-                format!("{}|{}", i.origin, event.session_id),
-                MarkerState::Fresh,
-            );
+            fresh_markers.push((n, format!("{}|{}", i.origin, event.session_id)));
             applied.push(Applied {
+                marker: fresh_markers.len() - 1,
                 session: slot,
                 event_id: event.event_id.clone(),
                 user_id: event.user_id.clone(),
@@ -334,10 +357,27 @@ impl Processor {
         }
 
         let chosen = self.debounce(&applied, &mut sessions);
-        let (records, scored) = self.score(&applied, &chosen).await?;
+        let (scored_records, scored) = self.score(&applied, &chosen).await?;
         if self.shadow.is_some() {
             self.shadow_rows = chosen.iter().map(|n| applied[*n].features).collect();
         }
+        for (n, record) in chosen.iter().zip(&scored_records) {
+            let value = &mut fresh_markers[applied[*n].marker].1;
+            value.push('|');
+            value.push_str(&self.group_id);
+            value.push('|');
+            BASE64.encode_string(&record.payload, value);
+        }
+        for (n, value) in fresh_markers {
+            batch.marker(
+                markers[n].clone(),
+                &incoming[n].origin,
+                value,
+                MarkerState::Fresh,
+            );
+        }
+        let mut records = republished;
+        records.extend(scored_records);
         let mut outcome = BatchOutcome {
             scored,
             idle: Vec::new(),
@@ -375,6 +415,25 @@ impl Processor {
             batch.expire(&self.keys.item_clicks(item), s.item_ttl_secs);
         }
         Ok((records, batch, outcome))
+    }
+
+    /// The prediction a replayed event's marker holds, to publish again: only when the
+    /// marker was set by this consumer group for this very message.
+    fn stored_prediction(&self, marker: Option<&str>, i: &Incoming) -> Option<OutRecord> {
+        let head = format!("{}|{}|{}|", i.origin, i.event.session_id, self.group_id);
+        let bytes = BASE64.decode(marker?.strip_prefix(&head)?).ok()?;
+        let prediction = IntentPrediction::decode(bytes.as_slice()).ok()?;
+        (prediction.event_id == i.event.event_id).then(|| self.record(&prediction))
+    }
+
+    /// The message of one prediction, keyed by user.
+    fn record(&self, prediction: &IntentPrediction) -> OutRecord {
+        OutRecord::new(
+            &self.predictions_topic,
+            Some(prediction.user_id.as_bytes()),
+            prediction.encode_to_vec(),
+        )
+        .header("content-type", "application/x-protobuf")
     }
 
     /// Which applied events get a prediction (see `predictor.debounce_ms`); records the
@@ -450,12 +509,7 @@ impl Processor {
                     event_ts_ms: a.ts_ms,
                     prediction_ts_ms: now,
                 };
-                let record = OutRecord::new(
-                    &self.predictions_topic,
-                    Some(a.user_id.as_bytes()),
-                    prediction.encode_to_vec(),
-                )
-                .header("content-type", "application/x-protobuf");
+                let record = self.record(&prediction);
                 scored.push(Scored {
                     prediction,
                     cart: cart_of(&a.features),

@@ -9,8 +9,12 @@
 //! and every batch before it, is done (head-of-line), so a crash replays from the oldest
 //! unfinished batch: at-least-once, as with one batch at a time.
 //!
-//! A lane processes a part by one attempt of [`Lane::process`]; a failed attempt is
-//! retried with exponential backoff until it succeeds or shutdown begins. Messages a
+//! A part is done in two stages. [`Lane::process`] does the work that later parts depend
+//! on (the state written, the outputs handed to the producer); a failed attempt is
+//! retried with exponential backoff until it succeeds or shutdown begins. The lane then
+//! takes its next part while the [`Lane::Finish`] it returned waits for what is left
+//! (the broker's acknowledgements); the part's offsets count as done only when that
+//! resolves. A lane whose finish is ready at once has one stage. Messages a
 //! [`Lanes::with_prelude`] predicate selects (catalog records, say) are processed by the
 //! dispatcher itself before the batch's other messages are handed out, so those see them.
 
@@ -20,6 +24,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use funnel_runtime::Shutdown;
+use futures::FutureExt as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -32,13 +39,25 @@ use crate::{BatchConsumer, Offsets};
 /// A worker that processes parts of batches.
 pub trait Lane: Send + 'static {
     type Error: Display + Send;
+    /// What is left of a processed part: resolves true once its effects are durable, or
+    /// false if it gave up at shutdown (its offsets are then not stored, and a replay
+    /// must complete it).
+    type Finish: Future<Output = bool> + Send + 'static;
 
     /// One attempt at processing `messages` (all of them, or none of their effects
     /// visible to a replay); an error makes the lane retry the same part.
     fn process(
         &mut self,
         messages: &[OwnedMessage],
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Self::Finish, Self::Error>> + Send;
+}
+
+/// The [`Lane::Finish`] of a lane whose parts are durable once processed.
+pub type Done = std::future::Ready<bool>;
+
+/// A finished part, for [`Lane::process`] of such a lane.
+pub fn done() -> Done {
+    std::future::ready(true)
 }
 
 /// How batches are formed and failures retried.
@@ -50,16 +69,23 @@ pub struct LaneSettings {
     pub linger: Duration,
     /// The longest wait between two attempts at a failed part.
     pub retry_backoff_max: Duration,
-    /// Batches fetched whose offsets are not stored yet, at most: more overlap fetching
-    /// with processing (throughput); fewer keep a fetched message from waiting behind
-    /// batches still in hand, and let batches grow instead when the lanes are busy
-    /// (latency).
+    /// Batches fetched and not yet processed by every lane, at most: more overlap
+    /// fetching with processing (throughput); fewer keep a fetched message from waiting
+    /// behind batches still in hand, and let batches grow instead when the lanes are
+    /// busy (latency). Batches processed and still finishing do not count.
     pub max_inflight: usize,
 }
 
 /// Batches waiting in a lane's queue: enough to keep it busy while the dispatcher
 /// fetches the next batch, few enough to bound memory.
 const LANE_QUEUE: usize = 2;
+
+/// Parts one lane has processed and not yet finished, at most; the lane waits for the
+/// oldest before it takes another part.
+const LANE_FINISHING: usize = 8;
+
+/// Batches whose offsets are not stored yet, at most, whatever their stage.
+const MAX_UNSTORED: usize = 16;
 
 /// The batch metrics of a lanes consumer, registered under the service's prefix.
 #[derive(Clone)]
@@ -143,7 +169,7 @@ impl<L: Lane> Lanes<L> {
             retries: metrics.batch_retries.clone(),
             shutdown: shutdown.clone(),
         };
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Progress>();
         // A JoinSet, so that the lanes end with this task even when it is aborted.
         let mut running = tokio::task::JoinSet::new();
         let lanes = self
@@ -158,7 +184,7 @@ impl<L: Lane> Lanes<L> {
         drop(done_tx);
         let mut prelude = self.prelude;
 
-        let mut inflight = Inflight::default();
+        let mut inflight = Inflight::<Offsets>::default();
         let mut outcome = Ok(());
         // One fetch at a time, kept across iterations: dropping a fetch that already
         // took messages would skip them.
@@ -168,8 +194,8 @@ impl<L: Lane> Lanes<L> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(seq) = done_rx.recv() => inflight.part_done(seq, consumer, metrics),
-                batch = &mut fetching, if inflight.batches.len() < max_inflight => {
+                Some(progress) = done_rx.recv() => inflight.progress(progress, consumer, metrics),
+                batch = &mut fetching, if inflight.may_fetch(max_inflight) => {
                     fetching.set(fetch());
                     let batch = match batch {
                         Ok(b) => b,
@@ -185,9 +211,13 @@ impl<L: Lane> Lanes<L> {
                     let (first, parts) = split(batch, lanes.len(), prelude.as_ref().map(|p| p.1));
                     if let Some((lane, _)) = prelude.as_mut()
                         && !first.is_empty()
-                        && !retry.run(lane, &first).await
                     {
-                        break;
+                        let Some(finish) = retry.run(lane, &first).await else {
+                            break;
+                        };
+                        if !finish.await {
+                            break;
+                        }
                     }
                     let parts = parts
                         .into_iter()
@@ -216,8 +246,8 @@ impl<L: Lane> Lanes<L> {
                 outcome = Err(LanesError::LaneFailed(e.to_string()));
             }
         }
-        while let Ok(seq) = done_rx.try_recv() {
-            inflight.part_done(seq, consumer, metrics);
+        while let Ok(progress) = done_rx.try_recv() {
+            inflight.progress(progress, consumer, metrics);
         }
         outcome
     }
@@ -240,18 +270,48 @@ struct Part {
     messages: Vec<OwnedMessage>,
 }
 
-/// Processes parts in arrival order until its queue closes or shutdown.
+/// How far a part of batch `seq` has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// [`Lane::process`] succeeded: the lane is free for the next part.
+    Processed(u64),
+    /// Its [`Lane::Finish`] resolved true: the part is durable.
+    Finished(u64),
+}
+
+/// Processes parts in arrival order until its queue closes or shutdown, while the parts
+/// it processed finish; waits for those before it returns.
 async fn run_lane<L: Lane>(
     mut lane: L,
     mut parts: mpsc::Receiver<Part>,
-    done: mpsc::UnboundedSender<u64>,
+    progress: mpsc::UnboundedSender<Progress>,
     retry: Retry,
 ) {
-    while let Some(part) = parts.recv().await {
-        if retry.shutdown.is_triggered() || !retry.run(&mut lane, &part.messages).await {
-            break;
+    let mut finishing = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some((seq, durable)) = finishing.next() => {
+                if durable {
+                    let _ = progress.send(Progress::Finished(seq));
+                }
+            }
+            part = parts.recv(), if finishing.len() < LANE_FINISHING => {
+                let Some(part) = part else { break };
+                if retry.shutdown.is_triggered() {
+                    break;
+                }
+                let Some(finish) = retry.run(&mut lane, &part.messages).await else {
+                    break;
+                };
+                let _ = progress.send(Progress::Processed(part.seq));
+                finishing.push(finish.map(move |durable| (part.seq, durable)));
+            }
         }
-        let _ = done.send(part.seq);
+    }
+    while let Some((seq, durable)) = finishing.next().await {
+        if durable {
+            let _ = progress.send(Progress::Finished(seq));
+        }
     }
 }
 
@@ -264,63 +324,106 @@ struct Retry {
 }
 
 impl Retry {
-    /// Processes `messages`, retrying with backoff until it succeeds; false if shutdown
-    /// came first (the part is not done).
-    async fn run<L: Lane>(&self, lane: &mut L, messages: &[OwnedMessage]) -> bool {
+    /// Processes `messages`, retrying with backoff until it succeeds; `None` if
+    /// shutdown came first (the part is not done).
+    async fn run<L: Lane>(&self, lane: &mut L, messages: &[OwnedMessage]) -> Option<L::Finish> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let Err(e) = lane.process(messages).await else {
-                return true;
+            let e = match lane.process(messages).await {
+                Ok(finish) => return Some(finish),
+                Err(e) => e,
             };
             self.retries.inc();
             tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.cancelled() => return false,
+                _ = self.shutdown.cancelled() => return None,
             }
             backoff = (backoff * 2).min(self.max_backoff);
         }
     }
 }
 
-/// Batches handed to the lanes, oldest first.
-#[derive(Default)]
-struct Inflight {
+/// Batches handed to the lanes, oldest first, with their offsets `T`.
+struct Inflight<T> {
     next_seq: u64,
-    batches: VecDeque<Pending>,
+    batches: VecDeque<Pending<T>>,
 }
 
-struct Pending {
+impl<T> Default for Inflight<T> {
+    fn default() -> Self {
+        Inflight {
+            next_seq: 0,
+            batches: VecDeque::new(),
+        }
+    }
+}
+
+struct Pending<T> {
     seq: u64,
-    offsets: Offsets,
-    parts_left: usize,
+    offsets: T,
+    /// Parts not yet processed.
+    processing: usize,
+    /// Parts not yet finished.
+    finishing: usize,
     started: Instant,
 }
 
-impl Inflight {
-    fn add(&mut self, offsets: Offsets, parts: usize) -> u64 {
+impl<T> Inflight<T> {
+    fn add(&mut self, offsets: T, parts: usize) -> u64 {
         self.next_seq += 1;
         self.batches.push_back(Pending {
             seq: self.next_seq,
             offsets,
-            parts_left: parts,
+            processing: parts,
+            finishing: parts,
             started: Instant::now(),
         });
         self.next_seq
     }
 
-    fn part_done(&mut self, seq: u64, consumer: &BatchConsumer, metrics: &BatchMetrics) {
-        if let Some(b) = self.batches.iter_mut().find(|b| b.seq == seq) {
-            b.parts_left -= 1;
+    /// Whether another batch may be fetched: fewer than `max_inflight` batches are
+    /// still being processed, and fewer than [`MAX_UNSTORED`] wait for their offsets.
+    fn may_fetch(&self, max_inflight: usize) -> bool {
+        let processing = self.batches.iter().filter(|b| b.processing > 0).count();
+        processing < max_inflight && self.batches.len() < MAX_UNSTORED
+    }
+
+    fn advance(&mut self, progress: Progress) {
+        let seq = match progress {
+            Progress::Processed(seq) | Progress::Finished(seq) => seq,
+        };
+        let Some(b) = self.batches.iter_mut().find(|b| b.seq == seq) else {
+            return;
+        };
+        match progress {
+            Progress::Processed(_) => b.processing -= 1,
+            Progress::Finished(_) => b.finishing -= 1,
         }
+    }
+
+    /// The batches at the head whose every part is finished, oldest first: a batch's
+    /// offsets never pass an unfinished earlier batch's.
+    fn take_finished(&mut self) -> impl Iterator<Item = Pending<T>> + '_ {
+        std::iter::from_fn(|| {
+            self.batches
+                .front()
+                .is_some_and(|b| b.finishing == 0)
+                .then(|| self.batches.pop_front())
+                .flatten()
+        })
+    }
+}
+
+impl Inflight<Offsets> {
+    fn progress(&mut self, progress: Progress, consumer: &BatchConsumer, metrics: &BatchMetrics) {
+        self.advance(progress);
         self.store_finished(consumer, metrics);
     }
 
-    /// Stores the offsets of finished batches at the head: a batch's offsets never pass
-    /// an unfinished earlier batch's.
+    /// Stores the offsets of the finished batches at the head.
     fn store_finished(&mut self, consumer: &BatchConsumer, metrics: &BatchMetrics) {
-        while self.batches.front().is_some_and(|b| b.parts_left == 0) {
-            let b = self.batches.pop_front().expect("checked above");
+        for b in self.take_finished() {
             if let Err(e) = consumer.store(&b.offsets) {
                 tracing::warn!(error = %e, "failed to store offsets");
             }
@@ -404,6 +507,48 @@ mod tests {
             parts.iter().all(|p| !p.is_empty()),
             "7 keys spread over 3 lanes"
         );
+    }
+
+    #[test]
+    fn a_processed_batch_frees_the_fetch_but_its_offsets_wait_until_every_part_finished() {
+        let mut inflight = Inflight::<&str>::default();
+        let first = inflight.add("first", 2);
+        assert!(
+            !inflight.may_fetch(1),
+            "one batch in processing is the limit"
+        );
+        inflight.advance(Progress::Processed(first));
+        assert!(!inflight.may_fetch(1), "a part is still being processed");
+        inflight.advance(Progress::Processed(first));
+        assert!(inflight.may_fetch(1), "processed: the next batch may come");
+        let second = inflight.add("second", 1);
+        inflight.advance(Progress::Processed(second));
+        inflight.advance(Progress::Finished(second));
+        assert_eq!(
+            inflight.take_finished().count(),
+            0,
+            "the second batch waits for the first"
+        );
+        inflight.advance(Progress::Finished(first));
+        assert_eq!(inflight.take_finished().count(), 0, "one part left");
+        inflight.advance(Progress::Finished(first));
+        let stored = inflight
+            .take_finished()
+            .map(|b| b.offsets)
+            .collect::<Vec<_>>();
+        assert_eq!(stored, ["first", "second"]);
+        assert!(inflight.batches.is_empty());
+    }
+
+    #[test]
+    fn batches_waiting_for_their_offsets_are_bounded_too() {
+        let mut inflight = Inflight::<usize>::default();
+        for n in 0..MAX_UNSTORED {
+            assert!(inflight.may_fetch(usize::MAX), "batch {n}");
+            let seq = inflight.add(n, 1);
+            inflight.advance(Progress::Processed(seq));
+        }
+        assert!(!inflight.may_fetch(usize::MAX));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod producer;
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{BatchConsumer, ConsumerMetrics, Offsets};
 pub use lanes::{BatchMetrics, Lane, LaneSettings, Lanes, LanesError};
-pub use producer::{OutRecord, Producer};
+pub use producer::{OutRecord, Producer, Sending, Unsent};
 pub use rdkafka::Message;
 pub use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
 

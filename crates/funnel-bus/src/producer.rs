@@ -1,11 +1,12 @@
 //! An idempotent producer whose sends are acknowledged before a batch counts
 //! as durable.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
 use crate::{BusError, KafkaConfig};
@@ -97,6 +98,59 @@ impl Producer {
         Ok(())
     }
 
+    /// Hands every record to the producer and returns without waiting for the broker;
+    /// [`Sending::acknowledged`] waits. A record the producer refuses at once (its queue
+    /// full) fails there, like one the broker did not acknowledge.
+    pub fn enqueue(&self, records: Vec<OutRecord>) -> Sending {
+        let pending = records
+            .into_iter()
+            .map(|r| {
+                let mut rec = FutureRecord::<[u8], [u8]>::to(&r.topic)
+                    .payload(&r.payload)
+                    .headers(r.headers.clone());
+                if let Some(k) = &r.key {
+                    rec = rec.key(k);
+                }
+                let delivery = self.inner.send_result(rec).map_err(|(e, _)| e);
+                (r, delivery)
+            })
+            .collect();
+        Sending {
+            pending,
+            enqueued: Instant::now(),
+        }
+    }
+
+    /// Waits until every record of `sending` is acknowledged, handing the ones the
+    /// broker did not acknowledge to the producer again after a backoff (doubling up to
+    /// `max_backoff`); false if shutdown came first.
+    pub async fn deliver(
+        &self,
+        mut sending: Sending,
+        max_backoff: Duration,
+        shutdown: &funnel_runtime::Shutdown,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let unsent = match sending.acknowledged().await {
+                Ok(()) => return true,
+                Err(unsent) => unsent,
+            };
+            tracing::warn!(
+                error = %unsent.error,
+                records = unsent.records.len(),
+                backoff_ms = backoff.as_millis() as u64,
+                "records not acknowledged; sending them again"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(max_backoff);
+            sending = self.enqueue(unsent.records);
+        }
+    }
+
     /// Flushes buffered messages. Blocking: call from a blocking thread.
     pub fn flush_blocking(&self, timeout: Duration) -> Result<(), BusError> {
         self.inner
@@ -113,5 +167,66 @@ impl Producer {
         tokio::task::spawn_blocking(move || this.flush_blocking(timeout))
             .await
             .unwrap_or(Ok(()))
+    }
+}
+
+/// Records handed to the producer by [`Producer::enqueue`], on their way to the broker.
+pub struct Sending {
+    pending: Vec<(OutRecord, Result<DeliveryFuture, KafkaError>)>,
+    enqueued: Instant,
+}
+
+/// Records the broker did not acknowledge, to send again, and the first error.
+pub struct Unsent {
+    pub records: Vec<OutRecord>,
+    pub error: BusError,
+}
+
+impl Sending {
+    /// Records on their way.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// When the records were handed to the producer.
+    pub fn enqueued_at(&self) -> Instant {
+        self.enqueued
+    }
+
+    /// Waits until every record is acknowledged; the ones that were not, otherwise.
+    pub async fn acknowledged(self) -> Result<(), Unsent> {
+        let outcomes = join_all(self.pending.into_iter().map(|(record, delivery)| async {
+            let result = match delivery {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            };
+            (record, result)
+        }))
+        .await;
+        let mut unsent: Option<Unsent> = None;
+        for (record, result) in outcomes {
+            let Err(source) = result else { continue };
+            match &mut unsent {
+                Some(u) => u.records.push(record),
+                None => {
+                    unsent = Some(Unsent {
+                        error: BusError::Produce {
+                            topic: record.topic.clone(),
+                            source,
+                        },
+                        records: vec![record],
+                    })
+                }
+            }
+        }
+        unsent.map_or(Ok(()), Err)
     }
 }

@@ -126,14 +126,15 @@ struct IngestLane {
 
 impl Lane for IngestLane {
     type Error = anyhow::Error;
+    type Finish = funnel_bus::lanes::Done;
 
-    async fn process(&mut self, messages: &[OwnedMessage]) -> anyhow::Result<()> {
+    async fn process(&mut self, messages: &[OwnedMessage]) -> anyhow::Result<Self::Finish> {
         let out = self
             .processor
             .process(messages, funnel_core::now_ms())
             .await?;
         self.producer.send_all(&out.records).await?;
-        Ok(())
+        Ok(funnel_bus::lanes::done())
     }
 }
 

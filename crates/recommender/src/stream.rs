@@ -108,8 +108,12 @@ struct StreamLane {
 
 impl Lane for StreamLane {
     type Error = redis::RedisError;
+    type Finish = funnel_bus::lanes::Done;
 
-    async fn process(&mut self, messages: &[OwnedMessage]) -> Result<(), redis::RedisError> {
+    async fn process(
+        &mut self,
+        messages: &[OwnedMessage],
+    ) -> Result<Self::Finish, redis::RedisError> {
         let id = messages
             .first()
             .map_or((0, -1, 0), |m| (m.partition(), m.offset(), messages.len()));
@@ -120,7 +124,7 @@ impl Lane for StreamLane {
         match self.store.apply_events(&events, &self.limits).await {
             Ok(applied) => {
                 self.metrics.events_applied.inc_by(applied);
-                Ok(())
+                Ok(funnel_bus::lanes::done())
             }
             Err(e) => {
                 self.decoded = Some((id, events));
