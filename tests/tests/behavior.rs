@@ -608,7 +608,7 @@ async fn predictions_written_but_never_acknowledged_are_published_when_their_gro
     let (mut first, unreachable, _) = processor(&world, "g1", "127.0.0.1:1").await;
     let sending = first.process(&messages, &unreachable).await.unwrap();
     assert_eq!(sending.len(), golden.expected.len());
-    let unsent = sending.acknowledged().await.err().expect("no broker there");
+    let unsent = sending.acknowledged().await.expect_err("no broker there");
     assert_eq!(unsent.records.len(), golden.expected.len());
 
     // The same group replays the part: nothing is applied again, and the predictions the
