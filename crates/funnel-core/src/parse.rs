@@ -461,7 +461,11 @@ impl Validator<'_> {
             let field = |name: &str| format!("lines[{i}].{name}");
             let item_id = match line.get("item_id") {
                 Some(Value::String(s)) if !s.is_empty() => {
-                    check_len(&field("item_id"), s, self.limits.max_id_bytes)?;
+                    check_len(
+                        format_args!("lines[{i}].item_id"),
+                        s,
+                        self.limits.max_id_bytes,
+                    )?;
                     s.clone()
                 }
                 None | Some(Value::Null) => return Err(Rejection::missing(&field("item_id"))),
@@ -612,7 +616,7 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(s) if !s.is_empty() => {
-                    check_len(&format!("{field}[{i}]"), s, self.limits.max_id_bytes)?;
+                    check_len(format_args!("{field}[{i}]"), s, self.limits.max_id_bytes)?;
                     Ok(s.clone())
                 }
                 _ => Err(Rejection::invalid(
@@ -632,7 +636,9 @@ impl Validator<'_> {
     }
 }
 
-fn check_len(field: &str, s: &str, max: usize) -> Result<(), Rejection> {
+/// `field` is only formatted when `s` is too long: list entries name themselves
+/// with `format_args!`, which costs nothing on the common path.
+fn check_len(field: impl std::fmt::Display, s: &str, max: usize) -> Result<(), Rejection> {
     if s.len() > max {
         return Err(Rejection::new(
             RejectCode::FieldTooLong,

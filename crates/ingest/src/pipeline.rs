@@ -103,15 +103,21 @@ impl Processor {
         batch: &[OwnedMessage],
         now_ms: i64,
     ) -> Result<BatchOutput, StoreError> {
-        let parsed = cpu_bound(|| {
-            batch
-                .iter()
-                .map(|m| self.parse(m, now_ms))
-                .collect::<Vec<_>>()
-        });
+        let parse = |this: &Self| {
+            cpu_bound(|| {
+                batch
+                    .iter()
+                    .map(|m| this.parse(m, now_ms))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mut parsed = Some(parse(self));
         for attempt in 0.. {
             let started = std::time::Instant::now();
-            let (wb, out) = self.plan(batch, &parsed, now_ms).await?;
+            // Planning takes the parsed events; after a conflict they are parsed again
+            // (rare) rather than copied on every batch.
+            let parsed = parsed.take().unwrap_or_else(|| parse(self));
+            let (wb, out) = self.plan(batch, parsed, now_ms).await?;
             let planned = started.elapsed();
             match self.writer.apply(&wb).await? {
                 ApplyOutcome::Applied => {
@@ -171,14 +177,14 @@ impl Processor {
     async fn plan(
         &mut self,
         batch: &[OwnedMessage],
-        parsed: &[Parsed],
+        parsed: Vec<Parsed>,
         now_ms: i64,
     ) -> Result<(WriteBatch, BatchOutput), StoreError> {
         // One round trip: dedup markers (one MGET, index 0), user states,
         // items not cached.
         let mut markers = Vec::with_capacity(parsed.len());
         let mut marker_slot = Vec::with_capacity(parsed.len());
-        for p in parsed {
+        for p in &parsed {
             match p {
                 Parsed::Event { event, .. } => {
                     marker_slot.push(markers.len());
@@ -193,7 +199,7 @@ impl Processor {
         }
         let mut user_slot: HashMap<&str, usize> = HashMap::new();
         let mut item_slot: HashMap<String, usize> = HashMap::new();
-        for p in parsed {
+        for p in &parsed {
             let Parsed::Event { event, .. } = p else {
                 continue;
             };
@@ -218,6 +224,10 @@ impl Processor {
             _ => &[],
         };
         let replies = self.writer.read_watching(watched, &reads).await?;
+        let user_slot: Vec<(String, usize)> = user_slot
+            .into_iter()
+            .map(|(user, slot)| (user.to_owned(), slot))
+            .collect();
         Ok(cpu_bound(|| {
             self.compute(
                 batch,
@@ -236,9 +246,9 @@ impl Processor {
     fn compute(
         &mut self,
         batch: &[OwnedMessage],
-        parsed: &[Parsed],
+        parsed: Vec<Parsed>,
         marker_slot: Vec<usize>,
-        user_slot: HashMap<&str, usize>,
+        user_slot: Vec<(String, usize)>,
         item_slot: HashMap<String, usize>,
         mut replies: Vec<funnel_store::Reply>,
         now_ms: i64,
@@ -247,7 +257,7 @@ impl Processor {
             .into_iter()
             .map(|(user, slot)| {
                 let hash = std::mem::take(&mut replies[slot]).into_hash();
-                (user.to_string(), UserState::from_hash(hash))
+                (user, UserState::from_hash(hash))
             })
             .collect();
         let mut known_items: HashMap<String, ItemInfo> = HashMap::new();
@@ -268,7 +278,8 @@ impl Processor {
         };
         let mut wb = WriteBatch::new(self.settings.dedup_window_secs);
         let mut out = BatchOutput::default();
-        let mut seen: HashMap<&str, &str> = HashMap::new();
+        // Event ids applied by this batch: a second copy in it is a duplicate.
+        let mut seen: std::collections::HashSet<String> = Default::default();
         let writer = FeatureWriter {
             keys: &self.keys,
             settings: &self.settings,
@@ -276,21 +287,20 @@ impl Processor {
             now: Instant::now(),
         };
         for ((m, p), slot) in batch.iter().zip(parsed).zip(marker_slot) {
-            let (event, origin) = match p {
+            let (mut event, origin) = match p {
                 Parsed::Rejected(r) => {
-                    out.records.push(self.dead_letter(m, r));
+                    out.records.push(self.dead_letter(m, &r));
                     *out.dead_lettered.entry(r.code.as_str()).or_default() += 1;
                     out.rejected += 1;
                     continue;
                 }
-                Parsed::Event { event, origin } => (event, origin.as_str()),
+                Parsed::Event { event, origin } => (*event, origin),
             };
             let current = marker_values.get(slot).cloned().flatten();
-            let state = match seen.get(event.event_id.as_str()) {
-                Some(_) => MarkerState::Duplicate,
-                None => MarkerState::of(current.as_deref(), origin),
+            let state = match seen.contains(&event.event_id) {
+                true => MarkerState::Duplicate,
+                false => MarkerState::of(current.as_deref(), &origin),
             };
-            let mut event = (**event).clone();
             match state {
                 MarkerState::Duplicate => {
                     out.duplicates += 1;
@@ -352,11 +362,11 @@ impl Processor {
                     }
                     wb.marker(
                         self.keys.dedup(&event.event_id),
-                        origin,
+                        &origin,
                         format!("{origin}|{}", event.session_id),
                         MarkerState::Fresh,
                     );
-                    seen.insert(p_event_id(p), origin);
+                    seen.insert(event.event_id.clone());
                     out.fresh += 1;
                 }
             }
@@ -470,13 +480,6 @@ fn trace_context(m: &OwnedMessage, event: &pb::Event) -> Vec<(String, String)> {
         headers::inject_context(&cx)
     } else {
         carried
-    }
-}
-
-fn p_event_id(p: &Parsed) -> &str {
-    match p {
-        Parsed::Event { event, .. } => &event.event_id,
-        Parsed::Rejected(_) => "",
     }
 }
 

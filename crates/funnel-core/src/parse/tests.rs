@@ -205,6 +205,16 @@ fn each_kind_of_bad_input_has_its_code_and_a_precise_reason() {
             "`item_ids[1]`",
         ),
         (
+            json!({"event_id": "e", "type": "impression", "ts": TS, "user_id": "u", "item_ids": ["a", "b", "i".repeat(129)]}),
+            RejectCode::FieldTooLong,
+            "field `item_ids[2]` is 129 bytes",
+        ),
+        (
+            json!({"event_id": "e", "type": "order", "ts": TS, "user_id": "u", "order_id": "o", "currency": "EUR", "lines": [{"item_id": "i", "price": 1}, {"item_id": "i".repeat(129), "price": 1}]}),
+            RejectCode::FieldTooLong,
+            "field `lines[1].item_id` is 129 bytes",
+        ),
+        (
             json!({"event_id": "e", "type": "add_to_cart", "ts": TS, "user_id": "u", "item_id": "i", "quantity": 0}),
             RejectCode::OutOfRange,
             "`quantity` is 0",
