@@ -596,8 +596,10 @@ impl Validator<'_> {
         self.required_str(field, self.limits.max_id_bytes)
     }
 
-    fn optional_ids(&self, field: &str) -> Result<Option<Vec<String>>, Rejection> {
-        let list = match self.object.get(field) {
+    /// Takes the list out of the object (each list field is read once), so its ids are
+    /// moved, not copied.
+    fn optional_ids(&mut self, field: &str) -> Result<Option<Vec<String>>, Rejection> {
+        let list = match self.object.remove(field) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Array(list)) => list,
             Some(_) => return Err(Rejection::invalid(field, "an array of ids")),
@@ -612,12 +614,12 @@ impl Validator<'_> {
                 ),
             ));
         }
-        list.iter()
+        list.into_iter()
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(s) if !s.is_empty() => {
-                    check_len(format_args!("{field}[{i}]"), s, self.limits.max_id_bytes)?;
-                    Ok(s.clone())
+                    check_len(format_args!("{field}[{i}]"), &s, self.limits.max_id_bytes)?;
+                    Ok(s)
                 }
                 _ => Err(Rejection::invalid(
                     &format!("{field}[{i}]"),

@@ -149,19 +149,17 @@ impl RedisWriter {
         }
         // EXEC (even of nothing) ends the WATCH.
         self.watching = false;
-        let mut pipe = redis::pipe();
+        let mut pipe =
+            redis::Pipeline::with_capacity(batch.command_count() + batch.marker_count() + 2);
         pipe.cmd("MULTI").ignore();
-        let ttl = batch.dedup_ttl_secs;
+        let mut ttl = itoa::Buffer::new();
+        let ttl = ttl.format(batch.dedup_ttl_secs);
         for (key, value) in batch.fresh_markers() {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("EX")
-                .arg(ttl)
+            pipe.add_command(command("SET", &[key, value, "EX", ttl]))
                 .ignore();
         }
         batch.for_each_command(|name, args| {
-            pipe.cmd(name).arg(args).ignore();
+            pipe.add_command(command(name, args)).ignore();
         });
         pipe.cmd("EXEC");
         let mut conn = self.conn().await?;
@@ -302,4 +300,13 @@ fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
     }
+}
+
+/// One command with its buffers allocated at their final size at once (`redis::cmd`
+/// grows them argument by argument; a batch holds thousands of commands).
+fn command(name: &str, args: &[&str]) -> redis::Cmd {
+    let data = name.len() + args.iter().map(|a| a.len()).sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(args.len() + 1, data);
+    cmd.arg(name).arg(args);
+    cmd
 }

@@ -10,7 +10,7 @@ use funnel_core::{UserClock, type_name};
 use funnel_store::features::{
     RECENT_CATEGORIES, RECENT_ITEMS_KEPT, catalog_fields, pack_list, unpack_list,
 };
-use funnel_store::keys::{DAY_TTL_SECS, HOUR_TTL_SECS, state_field, window_field};
+use funnel_store::keys::{DAY_TTL_SECS, HOUR_TTL_SECS, state_field, with_window_field};
 use funnel_store::{Keys, WriteBatch};
 
 use crate::config::IngestSettings;
@@ -209,7 +209,7 @@ impl FeatureWriter<'_> {
 
     fn count_item(&self, wb: &mut WriteBatch, item: &str, kind: &str, by: i64, ts: i64) {
         let w = self.keys.item_window(item, ts);
-        wb.hincr(&w, &window_field(kind, ts), by);
+        with_window_field(kind, ts, |field| wb.hincr(&w, field, by));
         self.expire_fixed(wb, &w, HOUR_TTL_SECS);
     }
 
