@@ -546,11 +546,11 @@ async fn store_and_scorer(
 }
 
 /// The stream's pipeline on its own, as a lane runs it, in consumer group `group`, its
-/// predictions produced through `brokers`.
+/// predictions produced through `brokers` with `produce_timeout_ms`.
 async fn processor(
     world: &World,
     group: &str,
-    brokers: &str,
+    (brokers, produce_timeout_ms): (&str, u64),
 ) -> (
     behavior_predictor::pipeline::Processor,
     funnel_bus::Producer,
@@ -571,7 +571,7 @@ async fn processor(
         metrics.clone(),
     );
     let mut kafka = KafkaConfig::new(brokers, &config.kafka.group_id);
-    kafka.produce_timeout_ms = 1000;
+    kafka.produce_timeout_ms = produce_timeout_ms;
     (
         processor,
         funnel_bus::Producer::new(&kafka).unwrap(),
@@ -605,7 +605,7 @@ async fn predictions_written_but_never_acknowledged_are_published_when_their_gro
 
     // The first attempt writes the state, but its predictions never reach a broker (as
     // if the process died before the acknowledgements).
-    let (mut first, unreachable, _) = processor(&world, "g1", "127.0.0.1:1").await;
+    let (mut first, unreachable, _) = processor(&world, "g1", ("127.0.0.1:1", 1000)).await;
     let sending = first.process(&messages, &unreachable).await.unwrap();
     assert_eq!(sending.len(), golden.expected.len());
     let unsent = sending.acknowledged().await.expect_err("no broker there");
@@ -613,7 +613,8 @@ async fn predictions_written_but_never_acknowledged_are_published_when_their_gro
 
     // The same group replays the part: nothing is applied again, and the predictions the
     // markers hold are published, as training scored them.
-    let (mut again, producer, metrics) = processor(&world, "g1", &world.env.broker.brokers).await;
+    let (mut again, producer, metrics) =
+        processor(&world, "g1", (&world.env.broker.brokers, 30_000)).await;
     let sending = again.process(&messages, &producer).await.unwrap();
     sending.acknowledged().await.map_err(|u| u.error).unwrap();
     assert_eq!(metrics.replays.get(), messages.len() as u64);
@@ -630,7 +631,8 @@ async fn predictions_written_but_never_acknowledged_are_published_when_their_gro
     assert_eq!(ids.len(), golden.expected.len(), "each event once");
 
     // Another group reading the same messages publishes nothing.
-    let (mut other, producer, metrics) = processor(&world, "g2", &world.env.broker.brokers).await;
+    let (mut other, producer, metrics) =
+        processor(&world, "g2", (&world.env.broker.brokers, 30_000)).await;
     let sending = other.process(&messages, &producer).await.unwrap();
     assert!(sending.is_empty());
     assert_eq!(metrics.replays.get(), messages.len() as u64);
