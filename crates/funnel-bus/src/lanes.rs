@@ -34,6 +34,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tokio::sync::mpsc;
 
+use crate::backoff::Backoff;
 use crate::{BatchConsumer, Offsets};
 
 /// A worker that processes parts of batches.
@@ -327,19 +328,17 @@ impl Retry {
     /// Processes `messages`, retrying with backoff until it succeeds; `None` if
     /// shutdown came first (the part is not done).
     async fn run<L: Lane>(&self, lane: &mut L, messages: &[OwnedMessage]) -> Option<L::Finish> {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(self.max_backoff);
         loop {
             let e = match lane.process(messages).await {
                 Ok(finish) => return Some(finish),
                 Err(e) => e,
             };
             self.retries.inc();
-            tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.cancelled() => return None,
+            tracing::warn!(error = %e, backoff_ms = backoff.next().as_millis() as u64, "batch failed; retrying");
+            if !backoff.wait(&self.shutdown).await {
+                return None;
             }
-            backoff = (backoff * 2).min(self.max_backoff);
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   stored in order.
 
 pub mod admin;
+mod backoff;
 pub mod config;
 pub mod consumer;
 pub mod headers;

@@ -9,6 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
+use crate::backoff::Backoff;
 use crate::{BusError, KafkaConfig};
 
 /// One message to send.
@@ -41,6 +42,17 @@ impl OutRecord {
     pub fn with_headers(mut self, headers: OwnedHeaders) -> Self {
         self.headers = headers;
         self
+    }
+
+    /// The record as librdkafka takes it (headers copied: this record may be sent again).
+    fn to_future(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let record = FutureRecord::to(&self.topic)
+            .payload(&self.payload[..])
+            .headers(self.headers.clone());
+        match &self.key {
+            Some(key) => record.key(&key[..]),
+            None => record,
+        }
     }
 }
 
@@ -78,14 +90,8 @@ impl Producer {
     /// failure the batch fails: the caller must not store its offsets.
     pub async fn send_all(&self, records: &[OutRecord]) -> Result<(), BusError> {
         let futures = records.iter().map(|r| {
-            let mut rec = FutureRecord::<[u8], [u8]>::to(&r.topic)
-                .payload(&r.payload)
-                .headers(r.headers.clone());
-            if let Some(k) = &r.key {
-                rec = rec.key(k);
-            }
             let topic = r.topic.clone();
-            let fut = self.inner.send(rec, Timeout::After(self.timeout));
+            let fut = self.inner.send(r.to_future(), Timeout::After(self.timeout));
             async move {
                 fut.await
                     .map(|_| ())
@@ -105,13 +111,7 @@ impl Producer {
         let pending = records
             .into_iter()
             .map(|r| {
-                let mut rec = FutureRecord::<[u8], [u8]>::to(&r.topic)
-                    .payload(&r.payload)
-                    .headers(r.headers.clone());
-                if let Some(k) = &r.key {
-                    rec = rec.key(k);
-                }
-                let delivery = self.inner.send_result(rec).map_err(|(e, _)| e);
+                let delivery = self.inner.send_result(r.to_future()).map_err(|(e, _)| e);
                 (r, delivery)
             })
             .collect();
@@ -130,7 +130,7 @@ impl Producer {
         max_backoff: Duration,
         shutdown: &funnel_runtime::Shutdown,
     ) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(max_backoff);
         loop {
             let unsent = match sending.acknowledged().await {
                 Ok(()) => return true,
@@ -139,14 +139,12 @@ impl Producer {
             tracing::warn!(
                 error = %unsent.error,
                 records = unsent.records.len(),
-                backoff_ms = backoff.as_millis() as u64,
+                backoff_ms = backoff.next().as_millis() as u64,
                 "records not acknowledged; sending them again"
             );
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.cancelled() => return false,
+            if !backoff.wait(shutdown).await {
+                return false;
             }
-            backoff = (backoff * 2).min(max_backoff);
             sending = self.enqueue(unsent.records);
         }
     }
