@@ -38,7 +38,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Tansu (memory storage); redis $(redis-server --version | awk '{print $3}')"
-target/release/funnel bench "$bench" --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" --events "$events" "${@:2}"
+target/release/funnel bench "$bench" --kafka "127.0.0.1:$kafka_port" --redis "redis://127.0.0.1:$redis_port" \
+  --broker-pid "$tansu_pid" --events "$events" "${@:2}"
 cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 echo "  whole run CPU seconds: redis-server $(cpu "$redis_pid"), tansu $(cpu "$tansu_pid")"
 if [ "$bench" != ingest ]; then

@@ -46,6 +46,10 @@ pub struct Target {
     /// Redis to measure on.
     #[arg(long)]
     redis: String,
+    /// The broker's process id, when it runs on this machine: its CPU is reported beside
+    /// the latencies.
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 #[derive(clap::Args)]

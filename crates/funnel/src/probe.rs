@@ -77,9 +77,37 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// CPU seconds the whole machine has been busy (every core, all but idle and iowait).
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_seconds(stat.lines().next()?)
+}
+
+/// Busy seconds from the `cpu` line of `/proc/stat` (ticks of 1/100 s).
+fn busy_seconds(cpu_line: &str) -> Option<f64> {
+    let ticks = cpu_line
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse::<u64>)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle) as f64 / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_time_is_all_but_idle_and_iowait() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  1000 20 300 5000 100 7 3 0 40 0";
+        assert_eq!(busy_seconds(line), Some(13.3));
+        assert_eq!(busy_seconds("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(busy_seconds("cpu  1 2 x"), None);
+    }
 
     #[test]
     fn metric_samples_are_summed_and_split_by_label() {

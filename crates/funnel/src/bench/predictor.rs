@@ -224,12 +224,19 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         .await?;
     // The last batch is counted when fetched: wait until its predictions are out.
     let published = settled(&child, "behavior_predictions_total").await;
-    println!(
-        "  behavior-predictor from backlog  {:>9.0} events/s  ({:.2} cores, {:.0} events per CPU-second)",
-        run.rate(),
-        run.cores(),
-        run.per_cpu_second()
-    );
+    if run.events > 0.0 {
+        println!(
+            "  behavior-predictor from backlog  {:>9.0} events/s  ({:.2} cores, {:.0} events per CPU-second)",
+            run.rate(),
+            run.cores(),
+            run.per_cpu_second()
+        );
+    } else {
+        println!(
+            "  behavior-predictor from backlog    not timed  (all {} events were in before its first count: too few to time)",
+            backlog.len()
+        );
+    }
     println!(
         "  predictions published            {published:>9.0}  ({:.1}% of {backlog_user_events} user events; debounced {:.0})",
         100.0 * published / backlog_user_events.max(1) as f64,
@@ -251,6 +258,11 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
     .await?;
     let parts0 = Parts::read(&child).await;
     let cpu0 = crate::probe::cpu_seconds(child.pid()).unwrap_or(0.0);
+    let cpu_windows = CpuWindows::start(
+        args.target.broker_pid,
+        child.pid(),
+        args.latency_secs.div_ceil(WINDOW_SECS),
+    );
     let started = Instant::now();
     let swapping = swap.as_ref().map(|(copy, at)| {
         let (serving, at, swapped) = (copy.serving(), *at, Arc::clone(&reader.swapped));
@@ -299,6 +311,7 @@ pub async fn run(args: PredictorArgs) -> anyhow::Result<()> {
         100.0 * latencies.len() as f64 / tracked.max(1) as f64
     );
     print_windows(&windows);
+    cpu_windows.print().await?;
     println!(
         "    until the prediction was made   p50 {:.0}  p99 {:.0}  p999 {:.0} ms  (its prediction_ts_ms, ms resolution: before it is published and read back)",
         ms(&made, 0.5),
@@ -350,6 +363,60 @@ fn print_windows(windows: &[Histogram<u64>]) {
         .collect::<Vec<_>>()
         .join(", ");
     println!("    p50/p99 ms by send time          {line}");
+}
+
+/// Cores used by the broker, the predictor and the whole machine in each window of the
+/// latency run: on a machine they share, whether the broker or the predictor is what
+/// runs out of CPU as the run goes on.
+struct CpuWindows(tokio::task::JoinHandle<Vec<[Option<f64>; 3]>>);
+
+impl CpuWindows {
+    fn start(broker: Option<u32>, predictor: u32, windows: u64) -> Self {
+        CpuWindows(tokio::spawn(async move {
+            let read = || {
+                [
+                    broker.and_then(crate::probe::cpu_seconds),
+                    crate::probe::cpu_seconds(predictor),
+                    crate::probe::machine_busy_seconds(),
+                ]
+            };
+            let started = tokio::time::Instant::now();
+            let mut last = read();
+            let mut cores = Vec::new();
+            for n in 1..=windows {
+                tokio::time::sleep_until(started + Duration::from_secs(n * WINDOW_SECS)).await;
+                let now = read();
+                cores.push(std::array::from_fn(|i| {
+                    Some((now[i]? - last[i]?) / WINDOW_SECS as f64)
+                }));
+                last = now;
+            }
+            cores
+        }))
+    }
+
+    async fn print(self) -> anyhow::Result<()> {
+        let windows = self.0.await?;
+        let column = |i: usize| {
+            windows
+                .iter()
+                .map(|w| w[i].map_or("?".into(), |c| format!("{c:.2}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let broker = if windows.iter().any(|w| w[0].is_some()) {
+            format!("broker {}; ", column(0))
+        } else {
+            String::new()
+        };
+        println!(
+            "    cores by {WINDOW_SECS} s of sending        {broker}predictor {}; whole machine {} of {}",
+            column(1),
+            column(2),
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        Ok(())
+    }
 }
 
 /// Quantile `q` of a histogram of µs, in ms.
