@@ -81,8 +81,8 @@ pub struct LaneSettings {
 /// fetches the next batch, few enough to bound memory.
 const LANE_QUEUE: usize = 2;
 
-/// Parts one lane has processed and not yet finished, at most; the lane waits for the
-/// oldest before it takes another part.
+/// Parts one lane has processed and not yet finished, at most; the lane waits for one
+/// of them to finish before it takes another part.
 const LANE_FINISHING: usize = 8;
 
 /// Batches whose offsets are not stored yet, at most, whatever their stage.
@@ -196,6 +196,18 @@ impl<L: Lane> Lanes<L> {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(progress) = done_rx.recv() => inflight.progress(progress, consumer, metrics),
+                // A lane returns before its queue closes only at shutdown (handled above)
+                // or by panicking: its parts would never finish and the batches behind
+                // them never be stored, so the consumer stops instead of stalling.
+                Some(ended) = running.join_next() => {
+                    let reason = match ended {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "a lane returned before shutdown".to_string(),
+                    };
+                    tracing::error!(error = %reason, "lane failed");
+                    outcome = Err(LanesError::LaneFailed(reason));
+                    break;
+                }
                 batch = &mut fetching, if inflight.may_fetch(max_inflight) => {
                     fetching.set(fetch());
                     let batch = match batch {
@@ -281,7 +293,8 @@ enum Progress {
 }
 
 /// Processes parts in arrival order until its queue closes or shutdown, while the parts
-/// it processed finish; waits for those before it returns.
+/// it processed finish (also while it processes the next, retries included); waits for
+/// those before it returns.
 async fn run_lane<L: Lane>(
     mut lane: L,
     mut parts: mpsc::Receiver<Part>,
@@ -289,30 +302,35 @@ async fn run_lane<L: Lane>(
     retry: Retry,
 ) {
     let mut finishing = FuturesUnordered::new();
+    let finished = |(seq, durable): (u64, bool)| {
+        if durable {
+            let _ = progress.send(Progress::Finished(seq));
+        }
+    };
     loop {
         tokio::select! {
-            Some((seq, durable)) = finishing.next() => {
-                if durable {
-                    let _ = progress.send(Progress::Finished(seq));
-                }
-            }
+            Some(part) = finishing.next() => finished(part),
             part = parts.recv(), if finishing.len() < LANE_FINISHING => {
                 let Some(part) = part else { break };
                 if retry.shutdown.is_triggered() {
                     break;
                 }
-                let Some(finish) = retry.run(&mut lane, &part.messages).await else {
-                    break;
+                let processing = retry.run(&mut lane, &part.messages);
+                tokio::pin!(processing);
+                let finish = loop {
+                    tokio::select! {
+                        finish = &mut processing => break finish,
+                        Some(earlier) = finishing.next() => finished(earlier),
+                    }
                 };
+                let Some(finish) = finish else { break };
                 let _ = progress.send(Progress::Processed(part.seq));
                 finishing.push(finish.map(move |durable| (part.seq, durable)));
             }
         }
     }
-    while let Some((seq, durable)) = finishing.next().await {
-        if durable {
-            let _ = progress.send(Progress::Finished(seq));
-        }
+    while let Some(part) = finishing.next().await {
+        finished(part);
     }
 }
 
@@ -564,5 +582,113 @@ mod tests {
         );
         assert_eq!(first.iter().map(|m| m.offset()).collect::<Vec<_>>(), [0, 2]);
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 1);
+    }
+
+    /// A lane whose parts wait at a gate while processed and finish when told.
+    struct Scripted {
+        finishes: VecDeque<tokio::sync::oneshot::Receiver<bool>>,
+        gate: std::sync::Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Lane for Scripted {
+        type Error = String;
+        type Finish = futures::future::BoxFuture<'static, bool>;
+
+        fn process(
+            &mut self,
+            _: &[OwnedMessage],
+        ) -> impl Future<Output = Result<Self::Finish, String>> + Send {
+            let gate = std::sync::Arc::clone(&self.gate);
+            let finish = self.finishes.pop_front().expect("a finish per part");
+            async move {
+                gate.acquire().await.expect("gate open").forget();
+                Ok(finish.map(|told| told.unwrap_or(false)).boxed())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lane_reports_a_finished_part_while_it_processes_the_next() {
+        let (finish_1, finished_1) = tokio::sync::oneshot::channel();
+        let (finish_2, finished_2) = tokio::sync::oneshot::channel();
+        // Part 1 passes the gate at once; part 2 waits there until let through.
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let lane = Scripted {
+            finishes: [finished_1, finished_2].into(),
+            gate: std::sync::Arc::clone(&gate),
+        };
+        let (parts, queue) = mpsc::channel(LANE_QUEUE);
+        let (progress, mut reported) = mpsc::unbounded_channel();
+        let retry = Retry {
+            max_backoff: Duration::from_millis(50),
+            retries: Counter::default(),
+            shutdown: Shutdown::new(),
+        };
+        let lane = tokio::spawn(run_lane(lane, queue, progress, retry));
+        for seq in [1, 2] {
+            let messages = vec![message(Some("u"), seq as i64)];
+            parts.send(Part { seq, messages }).await.unwrap();
+        }
+
+        assert_eq!(reported.recv().await, Some(Progress::Processed(1)));
+        // The lane now processes part 2 (held at the gate) when part 1 becomes durable.
+        finish_1.send(true).unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), reported.recv())
+            .await
+            .expect("part 1 reported finished while part 2 is processed");
+        assert_eq!(next, Some(Progress::Finished(1)));
+
+        gate.add_permits(1);
+        assert_eq!(reported.recv().await, Some(Progress::Processed(2)));
+        drop(parts);
+        // Part 2 gives up (shutdown): processed, never finished.
+        finish_2.send(false).unwrap();
+        lane.await.unwrap();
+        assert_eq!(reported.recv().await, None);
+    }
+
+    /// A lane with a bug: it panics on its first part.
+    struct Panics;
+
+    impl Lane for Panics {
+        type Error = String;
+        type Finish = Done;
+
+        async fn process(&mut self, _: &[OwnedMessage]) -> Result<Done, String> {
+            panic!("a bug in the lane")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_panics_stops_the_consumer_with_an_error_instead_of_stalling_it() {
+        // librdkafka's in-process mock cluster: one topic, one message.
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let config = crate::KafkaConfig::new(&mock.bootstrap_servers(), "lanes-test");
+        crate::Producer::new(&config)
+            .unwrap()
+            .send_all(&[crate::OutRecord::new("t", Some(b"u"), b"x".to_vec())])
+            .await
+            .unwrap();
+        let consumer =
+            BatchConsumer::subscribe(&config, &["t"], crate::ConsumerMetrics::default()).unwrap();
+        let settings = LaneSettings {
+            batch_max: 10,
+            linger: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(50),
+            max_inflight: 1,
+        };
+        let (metrics, shutdown) = (BatchMetrics::default(), Shutdown::new());
+        let run = Lanes::new(vec![Panics]).run(&consumer, &settings, &metrics, &shutdown);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the consumer stops instead of waiting for the dead lane");
+        match outcome {
+            Err(LanesError::LaneFailed(reason)) => {
+                assert!(reason.contains("a bug in the lane"), "{reason}")
+            }
+            other => panic!("expected LaneFailed, got {other:?}"),
+        }
+        assert!(!shutdown.is_triggered());
     }
 }
