@@ -262,6 +262,7 @@ impl Validate for Config {
             ("predictor.user_ttl_secs", s.user_ttl_secs),
             ("predictor.item_ttl_secs", s.item_ttl_secs),
             ("predictor.orders_max", s.orders_max as u64),
+            ("predictor.retry_backoff_max_ms", s.retry_backoff_max_ms),
             ("models.sessions", self.models.sessions as u64),
             ("policy.reload_secs", self.policy.reload_secs),
             ("policy.idle_scan_ms", self.policy.idle_scan_ms),

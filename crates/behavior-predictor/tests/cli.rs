@@ -40,6 +40,10 @@ fn a_bad_value_stops_the_process_naming_the_key() {
     let out = predictor(&[("FUNNEL_MODELS__SESSIONS", "0")]);
     assert_refused_naming(&out, "models.sessions must be at least 1");
 
+    // Zero would retry a failing part in a busy loop.
+    let out = predictor(&[("FUNNEL_PREDICTOR__RETRY_BACKOFF_MAX_MS", "0")]);
+    assert_refused_naming(&out, "predictor.retry_backoff_max_ms must be at least 1");
+
     let out = predictor(&[("FUNNEL_TOPICS__PREDICTIONS", "no spaces please")]);
     assert_refused_naming(&out, "topics.predictions");
 }

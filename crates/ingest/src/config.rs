@@ -125,6 +125,7 @@ impl Validate for Config {
             ("ingest.category_top_max", s.category_top_max as u64),
             ("ingest.item_cache_size", s.item_cache_size as u64),
             ("ingest.max_payload_bytes", s.max_payload_bytes as u64),
+            ("ingest.retry_backoff_max_ms", s.retry_backoff_max_ms),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));

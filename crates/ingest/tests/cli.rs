@@ -11,34 +11,32 @@ fn ingest() -> Command {
     cmd
 }
 
+/// Starts ingest with one environment variable set and asserts that it stops at once
+/// with exit code 64 and a message containing `expected`.
+fn assert_refused(var: (&str, &str), expected: &str) {
+    let out = ingest().env(var.0, var.1).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{var:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(expected), "{var:?}: {err}");
+}
+
 #[test]
 fn an_unknown_key_stops_the_process_naming_the_key() {
-    let out = ingest()
-        .env("FUNNEL_INGEST__BATCH_MAXIMUM", "10")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown key `ingest.batch_maximum`"), "{err}");
+    assert_refused(
+        ("FUNNEL_INGEST__BATCH_MAXIMUM", "10"),
+        "unknown key `ingest.batch_maximum`",
+    );
 }
 
 #[test]
 fn a_bad_value_stops_the_process_naming_the_key() {
-    let out = ingest()
-        .env("FUNNEL_INGEST__BATCH_MAX", "many")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ingest.batch_max"), "{err}");
-
-    let out = ingest()
-        .env("FUNNEL_GRPC__LISTEN", "not-an-address")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("grpc.listen"), "{err}");
+    assert_refused(("FUNNEL_INGEST__BATCH_MAX", "many"), "ingest.batch_max");
+    assert_refused(("FUNNEL_GRPC__LISTEN", "not-an-address"), "grpc.listen");
+    // Zero would retry a failing batch in a busy loop.
+    assert_refused(
+        ("FUNNEL_INGEST__RETRY_BACKOFF_MAX_MS", "0"),
+        "ingest.retry_backoff_max_ms must be at least 1",
+    );
 }
 
 #[test]

@@ -349,6 +349,7 @@ impl Validate for Config {
             ("stream.attribution_ttl_secs", s.attribution_ttl_secs),
             ("stream.marker_ttl_secs", s.marker_ttl_secs),
             ("stream.stats_ttl_secs", s.stats_ttl_secs),
+            ("stream.retry_backoff_max_ms", s.retry_backoff_max_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be at least 1"));
@@ -400,6 +401,11 @@ mod tests {
         assert!(err.contains("candidates.coviss"), "{err}");
         let err = load(&[("FUNNEL_STREAM__BATCH_MAX", "0")]).unwrap_err();
         assert!(err.contains("stream.batch_max must be at least 1"), "{err}");
+        let err = load(&[("FUNNEL_STREAM__RETRY_BACKOFF_MAX_MS", "0")]).unwrap_err();
+        assert!(
+            err.contains("stream.retry_backoff_max_ms must be at least 1"),
+            "{err}"
+        );
         let err = load(&[("FUNNEL_EXPERIMENT__RANKER_SHARE", "1.5")]).unwrap_err();
         assert!(err.contains("experiment.ranker_share"), "{err}");
         let err = load(&[("FUNNEL_TOPICS__RECOMMENDATIONS", "a b")]).unwrap_err();
