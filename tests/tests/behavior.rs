@@ -1081,6 +1081,9 @@ cooldown_secs = 600
             1.0,
         )
         .await;
+    // The coupon was published before the reminder was held back, but the test's reader
+    // may not have read it yet.
+    w.actions.wait_for(1, WAIT).await;
     let sent = decode_actions(&w.actions);
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(summary(&sent[0]), ("offer_coupon", "treatment", "t-cap"));
