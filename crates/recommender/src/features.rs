@@ -96,18 +96,55 @@ pub struct ItemRecord {
     pub active: bool,
     /// The title's tokens (see [`tokens`]), sorted and distinct.
     pub tokens: Vec<String>,
+    /// The content fields hashed, for [`content_similarity`]; set by [`ItemRecord::new`].
+    pub(crate) content: ContentKey,
+}
+
+/// Hashes of an item's category, top level, brand and title tokens (0 for an empty
+/// string), so that comparing two items is mostly integer comparisons: the similarity
+/// feature compares every candidate with every anchor. Equal hashes are confirmed on the
+/// strings, so a collision cannot change a feature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ContentKey {
+    category: u64,
+    top: u64,
+    brand: u64,
+    /// In the order of [`ItemRecord::tokens`].
+    tokens: Vec<u64>,
+}
+
+impl ContentKey {
+    fn of(category: &str, brand: &str, tokens: &[String]) -> ContentKey {
+        ContentKey {
+            category: content_hash(category),
+            top: content_hash(top_level(category)),
+            brand: content_hash(brand),
+            tokens: tokens.iter().map(|t| content_hash(t)).collect(),
+        }
+    }
+}
+
+/// A fixed-seed hash, never 0 for a non-empty string; 0 for the empty one.
+fn content_hash(s: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    if s.is_empty() {
+        return 0;
+    }
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(s) | 1
 }
 
 impl ItemRecord {
     pub fn new(category: &str, brand: &str, title: &str, price: f64) -> ItemRecord {
+        let tokens = tokens(title);
         ItemRecord {
+            content: ContentKey::of(category, brand, &tokens),
             category: category.to_owned(),
             brand: brand.to_owned(),
             title: title.to_owned(),
             price,
             stock: 0,
             active: true,
-            tokens: tokens(title),
+            tokens,
         }
     }
 
@@ -135,26 +172,6 @@ pub fn tokens(title: &str) -> Vec<String> {
     out
 }
 
-/// |a ∩ b| / |a ∪ b| of two sorted distinct token lists; 0 when both are empty.
-fn jaccard(a: &[String], b: &[String]) -> f64 {
-    if a.is_empty() && b.is_empty() {
-        return 0.0;
-    }
-    let (mut i, mut j, mut common) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                common += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    common as f64 / (a.len() + b.len() - common) as f64
-}
-
 /// What the features read about items.
 pub trait ItemLookup {
     fn item(&self, id: &str) -> Option<&ItemRecord>;
@@ -167,13 +184,38 @@ pub trait ItemLookup {
 /// Content similarity of two items: same leaf 0.4, same top level 0.2, same brand 0.2,
 /// title token Jaccard × 0.2 (each only when both sides are non-empty).
 pub fn content_similarity(a: Option<&ItemRecord>, c: Option<&ItemRecord>) -> f64 {
-    let empty = ItemRecord::default();
-    let (a, c) = (a.unwrap_or(&empty), c.unwrap_or(&empty));
-    let same = |x: &str, y: &str| !x.is_empty() && x == y;
-    0.4 * f64::from(u8::from(same(&a.category, &c.category)))
-        + 0.2 * f64::from(u8::from(same(a.top(), c.top())))
-        + 0.2 * f64::from(u8::from(same(&a.brand, &c.brand)))
-        + 0.2 * jaccard(&a.tokens, &c.tokens)
+    let (Some(a), Some(c)) = (a, c) else {
+        return 0.0;
+    };
+    let (ka, kc) = (&a.content, &c.content);
+    // Non-empty (hash 0 is the empty string's) and equal, confirmed on the strings.
+    let same = |x: u64, y: u64, confirm: &dyn Fn() -> bool| x != 0 && x == y && confirm();
+    let category = same(ka.category, kc.category, &|| a.category == c.category);
+    let top = same(ka.top, kc.top, &|| a.top() == c.top());
+    let brand = same(ka.brand, kc.brand, &|| a.brand == c.brand);
+    0.4 * f64::from(u8::from(category))
+        + 0.2 * f64::from(u8::from(top))
+        + 0.2 * f64::from(u8::from(brand))
+        + 0.2 * token_jaccard(a, c)
+}
+
+/// [`jaccard`] of two items' title tokens, matched by hash and confirmed on the strings.
+fn token_jaccard(a: &ItemRecord, c: &ItemRecord) -> f64 {
+    let (ta, tc) = (&a.content.tokens, &c.content.tokens);
+    if ta.is_empty() && tc.is_empty() {
+        return 0.0;
+    }
+    // Tokens are distinct on each side: each one matches at most one of the other's.
+    let common = ta
+        .iter()
+        .enumerate()
+        .filter(|&(i, h)| {
+            tc.iter()
+                .position(|x| x == h)
+                .is_some_and(|j| a.tokens[i] == c.tokens[j])
+        })
+        .count();
+    common as f64 / (ta.len() + tc.len() - common) as f64
 }
 
 /// A user's signals, newest first.
@@ -518,5 +560,63 @@ mod tests {
         assert!((content_similarity(Some(&a), Some(&c)) - 0.2).abs() < 1e-12);
         assert_eq!(content_similarity(None, None), 0.0);
         assert_eq!(tokens("Sonora, sonora-X1!"), ["sonora", "x1"]);
+    }
+
+    /// Content similarity on the strings alone, as it was before the hashed keys.
+    fn content_similarity_on_strings(a: Option<&ItemRecord>, c: Option<&ItemRecord>) -> f64 {
+        let empty = ItemRecord::default();
+        let (a, c) = (a.unwrap_or(&empty), c.unwrap_or(&empty));
+        let same = |x: &str, y: &str| !x.is_empty() && x == y;
+        0.4 * f64::from(u8::from(same(&a.category, &c.category)))
+            + 0.2 * f64::from(u8::from(same(a.top(), c.top())))
+            + 0.2 * f64::from(u8::from(same(&a.brand, &c.brand)))
+            + 0.2 * jaccard(&a.tokens, &c.tokens)
+    }
+
+    /// |a ∩ b| / |a ∪ b| of two sorted distinct token lists; 0 when both are empty.
+    fn jaccard(a: &[String], b: &[String]) -> f64 {
+        if a.is_empty() && b.is_empty() {
+            return 0.0;
+        }
+        let (mut i, mut j, mut common) = (0, 0, 0usize);
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    common += 1;
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        common as f64 / (a.len() + b.len() - common) as f64
+    }
+
+    #[test]
+    fn hashed_content_similarity_equals_the_one_on_strings() {
+        let items = [
+            ItemRecord::new("e/audio/head", "Sonora", "Sonora Wireless Headphones", 10.0),
+            ItemRecord::new("e/audio/head", "Sonora", "Wireless Earbuds", 10.0),
+            ItemRecord::new("e/audio/speakers", "Basso", "Wireless speaker, black", 10.0),
+            ItemRecord::new("e/tv", "Other", "", 10.0),
+            ItemRecord::new("e", "", "Black Cable", 10.0),
+            ItemRecord::new("", "Sonora", "cable black headphones", 10.0),
+            ItemRecord::new("home/kitchen", "Basso", "Kettle", 10.0),
+            ItemRecord::default(),
+        ];
+        let mut checked = 0;
+        for a in items.iter().map(Some).chain([None]) {
+            for c in items.iter().map(Some).chain([None]) {
+                let (hashed, strings) = (
+                    content_similarity(a, c),
+                    content_similarity_on_strings(a, c),
+                );
+                assert_eq!(hashed.to_bits(), strings.to_bits(), "{a:?} vs {c:?}");
+                checked += usize::from(hashed > 0.0);
+            }
+        }
+        // Not a test of zeros only: many pairs share something.
+        assert!(checked >= 20, "{checked}");
     }
 }
