@@ -84,7 +84,9 @@ impl Scenario {
     }
 }
 
-/// A catalog record as the features and rules read it.
+/// A catalog record as the features and rules read it. Built by [`ItemRecord::new`]:
+/// category, brand and tokens are not changed afterwards, or its content key would be
+/// stale.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ItemRecord {
     pub category: String,
