@@ -200,12 +200,7 @@ impl<L: Lane> Lanes<L> {
                 // or by panicking: its parts would never finish and the batches behind
                 // them never be stored, so the consumer stops instead of stalling.
                 Some(ended) = running.join_next() => {
-                    let reason = match ended {
-                        Err(e) => e.to_string(),
-                        Ok(()) => "a lane returned before shutdown".to_string(),
-                    };
-                    tracing::error!(error = %reason, "lane failed");
-                    outcome = Err(LanesError::LaneFailed(reason));
+                    outcome = Err(lane_failed(ended.err()));
                     break;
                 }
                 batch = &mut fetching, if inflight.may_fetch(max_inflight) => {
@@ -255,8 +250,7 @@ impl<L: Lane> Lanes<L> {
         drop(lanes);
         while let Some(ended) = running.join_next().await {
             if let Err(e) = ended {
-                tracing::error!(error = %e, "lane failed");
-                outcome = Err(LanesError::LaneFailed(e.to_string()));
+                outcome = Err(lane_failed(Some(e)));
             }
         }
         while let Ok(progress) = done_rx.try_recv() {
@@ -264,6 +258,17 @@ impl<L: Lane> Lanes<L> {
         }
         outcome
     }
+}
+
+/// A lane's task that panicked (`Some`) or returned before its queue closed, logged, as
+/// the error consuming ends with.
+fn lane_failed(panic: Option<tokio::task::JoinError>) -> LanesError {
+    let reason = panic.map_or_else(
+        || "a lane returned before shutdown".into(),
+        |e| e.to_string(),
+    );
+    tracing::error!(error = %reason, "lane failed");
+    LanesError::LaneFailed(reason)
 }
 
 /// Why consuming through lanes ended other than by shutdown.

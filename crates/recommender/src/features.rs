@@ -191,10 +191,9 @@ pub fn content_similarity(a: Option<&ItemRecord>, c: Option<&ItemRecord>) -> f64
     };
     let (ka, kc) = (&a.content, &c.content);
     // Non-empty (hash 0 is the empty string's) and equal, confirmed on the strings.
-    let same = |x: u64, y: u64, confirm: &dyn Fn() -> bool| x != 0 && x == y && confirm();
-    let category = same(ka.category, kc.category, &|| a.category == c.category);
-    let top = same(ka.top, kc.top, &|| a.top() == c.top());
-    let brand = same(ka.brand, kc.brand, &|| a.brand == c.brand);
+    let category = ka.category != 0 && ka.category == kc.category && a.category == c.category;
+    let top = ka.top != 0 && ka.top == kc.top && a.top() == c.top();
+    let brand = ka.brand != 0 && ka.brand == kc.brand && a.brand == c.brand;
     0.4 * f64::from(u8::from(category))
         + 0.2 * f64::from(u8::from(top))
         + 0.2 * f64::from(u8::from(brand))

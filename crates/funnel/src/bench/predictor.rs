@@ -370,9 +370,15 @@ fn print_windows(windows: &[Histogram<u64>]) {
 /// runs out of CPU as the run goes on.
 struct CpuWindows(tokio::task::JoinHandle<Vec<[Option<f64>; 3]>>);
 
+/// Columns of a [`CpuWindows`] sample.
+const BROKER: usize = 0;
+const PREDICTOR: usize = 1;
+const MACHINE: usize = 2;
+
 impl CpuWindows {
     fn start(broker: Option<u32>, predictor: u32, windows: u64) -> Self {
         CpuWindows(tokio::spawn(async move {
+            // In column order: BROKER, PREDICTOR, MACHINE.
             let read = || {
                 [
                     broker.and_then(crate::probe::cpu_seconds),
@@ -404,15 +410,15 @@ impl CpuWindows {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let broker = if windows.iter().any(|w| w[0].is_some()) {
-            format!("broker {}; ", column(0))
+        let broker = if windows.iter().any(|w| w[BROKER].is_some()) {
+            format!("broker {}; ", column(BROKER))
         } else {
             String::new()
         };
         println!(
             "    cores by {WINDOW_SECS} s of sending        {broker}predictor {}; whole machine {} of {}",
-            column(1),
-            column(2),
+            column(PREDICTOR),
+            column(MACHINE),
             std::thread::available_parallelism().map_or(0, usize::from)
         );
         Ok(())
