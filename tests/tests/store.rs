@@ -155,3 +155,100 @@ async fn reads_answer_every_shape() {
         Reply::Scored(vec![("m3".into(), 3.0), ("m2".into(), 2.0)])
     );
 }
+
+#[tokio::test]
+async fn the_writer_authenticates_and_writes_to_the_database_its_url_names() {
+    let redis = Redis::start();
+    let mut admin = redis.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "s3cret"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let keys = Keys::new("t");
+    let store = Store::Redis(
+        RedisStore::connect(&RedisConfig {
+            url: redis.url.replace("redis://", "redis://:s3cret@") + "/3",
+            ..RedisConfig::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let mut writer = store.writer();
+    writer
+        .read_watching(&[keys.dedup("e1")], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        writer.apply(&batch(&keys)).await.unwrap(),
+        ApplyOutcome::Applied
+    );
+    let _: () = redis::cmd("SELECT")
+        .arg(3)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let clicks: i64 = admin.hget("t:counts", "click").await.unwrap();
+    assert_eq!(clicks, 1, "written to database 3");
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let in_db0: bool = admin.exists("t:counts").await.unwrap();
+    assert!(!in_db0);
+
+    // Without the password, the server's refusal reaches the caller.
+    let store = Store::Redis(
+        RedisStore::connect(&RedisConfig {
+            url: redis.url.clone(),
+            ..RedisConfig::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let mut writer = store.writer();
+    let err = writer
+        .read_watching(&[keys.dedup("e1")], &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NOAUTH"), "{err}");
+}
+
+#[tokio::test]
+async fn a_large_batch_is_applied_whole_and_a_refused_command_is_an_error() {
+    let redis = Redis::start();
+    let store = store(&redis).await;
+    let mut writer = store.writer();
+    // 20,000 commands: their replies span many reads of the socket.
+    let mut big = WriteBatch::new(600);
+    for i in 0..20_000 {
+        big.hincr(&format!("t:h{}", i % 100), &format!("f{i}"), i);
+    }
+    assert_eq!(writer.apply(&big).await.unwrap(), ApplyOutcome::Applied);
+    let mut c = redis.conn().await;
+    let len: usize = c.hlen("t:h7").await.unwrap();
+    assert_eq!(len, 200);
+    let v: i64 = c.hget("t:h7", "f19907").await.unwrap();
+    assert_eq!(v, 19_907);
+
+    // A command Redis refuses inside EXEC fails the batch with its reason.
+    let _: () = c.set("t:str", "x").await.unwrap();
+    let mut wrong = WriteBatch::new(600);
+    wrong.hincr("t:str", "f", 1);
+    let err = writer.apply(&wrong).await.unwrap_err().to_string();
+    assert!(err.contains("WRONGTYPE"), "{err}");
+
+    // The writer goes on, on a new connection.
+    let replies = writer
+        .read_watching(&["t:str".to_string()], &[Read::HGetAll("t:h7".into())])
+        .await
+        .unwrap();
+    assert_eq!(replies[0].clone().into_hash().len(), 200);
+    let mut next = WriteBatch::new(600);
+    next.hincr("t:h7", "f7", 1);
+    assert_eq!(writer.apply(&next).await.unwrap(), ApplyOutcome::Applied);
+    let v: i64 = c.hget("t:h7", "f7").await.unwrap();
+    assert_eq!(v, 8);
+}

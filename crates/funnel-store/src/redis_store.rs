@@ -1,12 +1,14 @@
 //! The Redis backend: all reads of a batch in one pipelined round trip that
 //! first WATCHes every event's dedup marker, all writes in one MULTI/EXEC that
-//! Redis refuses if any watched marker changed in between.
+//! Redis refuses if any watched marker changed in between. Feature reads go
+//! through the `redis` crate's multiplexed client; the batch writer has a
+//! connection of its own ([`crate::resp`]).
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::{ApplyOutcome, Read, RedisConfig, Reply, StoreError, WriteBatch};
+use crate::{ApplyOutcome, Read, RedisConfig, Reply, StoreError, WriteBatch, resp};
 
 /// A multiplexed, self-reconnecting Redis client.
 #[derive(Clone)]
@@ -47,8 +49,9 @@ impl RedisStore {
     /// A batch writer with a connection of its own (WATCH is per connection).
     pub fn writer(&self) -> RedisWriter {
         RedisWriter {
-            client: self.client.clone(),
+            info: self.client.get_connection_info().clone(),
             conn: None,
+            request: resp::Request::default(),
             timeout: self.timeout,
             watching: false,
         }
@@ -81,34 +84,55 @@ impl RedisStore {
     }
 }
 
-/// Writes batches on a dedicated connection. Only one task may use it:
-/// between WATCH and EXEC, no other command may run on the connection.
+/// Writes batches on a dedicated connection of its own, which speaks RESP
+/// directly ([`crate::resp`]): a batch's thousands of commands are encoded
+/// into one buffer and their replies checked in place. Only one task may use
+/// it: between WATCH and EXEC, no other command may run on the connection.
 pub struct RedisWriter {
-    client: redis::Client,
-    conn: Option<redis::aio::MultiplexedConnection>,
+    info: redis::ConnectionInfo,
+    conn: Option<resp::Connection>,
+    request: resp::Request,
     timeout: Duration,
     /// Whether a WATCH is pending on the connection.
     watching: bool,
 }
 
 impl RedisWriter {
-    async fn conn(&mut self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
-        if let Some(c) = &self.conn {
-            return Ok(c.clone());
-        }
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(self.timeout))
-            .set_connection_timeout(Some(self.timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|source| StoreError::Redis {
-                op: "connect writer",
-                source,
-            })?;
-        self.conn = Some(conn.clone());
-        Ok(conn)
+    /// Sends the request built in `self.request` and hands each reply to
+    /// `reply`, within the timeout, connecting first if needed. Any failure
+    /// closes the connection (and so ends a WATCH).
+    async fn round_trip(
+        &mut self,
+        op: &'static str,
+        reply: impl FnMut(usize, &[u8], &mut usize) -> Result<bool, resp::Error>,
+    ) -> Result<(), StoreError> {
+        let result = tokio::time::timeout(self.timeout, async {
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None => self
+                    .conn
+                    .insert(resp::Connection::connect(&self.info).await?),
+            };
+            conn.round_trip(&self.request, reply).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(resp::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no reply within {} ms", self.timeout.as_millis()),
+            )))
+        });
+        result.map_err(|e| {
+            self.conn = None;
+            self.watching = false;
+            match e {
+                resp::Error::Io(e) => StoreError::Redis {
+                    op,
+                    source: e.into(),
+                },
+                resp::Error::Server(detail) => StoreError::Reply { op, detail },
+            }
+        })
     }
 
     /// WATCHes `markers`, then runs `reads`, in one round trip.
@@ -120,25 +144,28 @@ impl RedisWriter {
         if markers.is_empty() && reads.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        if !markers.is_empty() {
-            pipe.cmd("WATCH").arg(markers).ignore();
+        self.request.clear();
+        let watch = usize::from(!markers.is_empty());
+        if watch == 1 {
+            self.request.command(&["WATCH"], markers);
         }
-        add_reads(&mut pipe, reads);
-        let mut conn = self.conn().await?;
-        let result: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
-        self.watching = !markers.is_empty();
-        match result {
-            Ok(values) => convert_all(reads, values),
-            Err(source) => {
-                // A broken connection loses its WATCH: start over on a new one.
-                self.conn = None;
-                Err(StoreError::Redis {
-                    op: "watch and read",
-                    source,
-                })
+        for r in reads {
+            read_command(r, |head, tail| self.request.command(head, tail));
+        }
+        let mut values = Vec::with_capacity(reads.len());
+        self.round_trip("watch and read", |i, buf, pos| {
+            if i < watch {
+                return match resp::check(buf, pos)? {
+                    None => Ok(false),
+                    Some(resp::Checked { error: Some(e), .. }) => Err(resp::Error::Server(e)),
+                    Some(_) => Ok(true),
+                };
             }
-        }
+            Ok(resp::value(buf, pos)?.map(|v| values.push(v)).is_some())
+        })
+        .await?;
+        self.watching = watch == 1;
+        convert_all(reads, values)
     }
 
     /// Sets the fresh markers and runs the batch's commands in one MULTI/EXEC;
@@ -147,71 +174,82 @@ impl RedisWriter {
         if batch.is_empty() && !self.watching {
             return Ok(ApplyOutcome::Applied);
         }
-        // EXEC (even of nothing) ends the WATCH.
-        self.watching = false;
-        let mut pipe =
-            redis::Pipeline::with_capacity(batch.command_count() + batch.marker_count() + 2);
-        pipe.cmd("MULTI").ignore();
+        let request = &mut self.request;
+        request.clear();
+        request.simple(&["MULTI"]);
         let mut ttl = itoa::Buffer::new();
         let ttl = ttl.format(batch.dedup_ttl_secs);
         for (key, value) in batch.fresh_markers() {
-            pipe.add_command(command("SET", &[key, value, "EX", ttl]))
-                .ignore();
+            request.simple(&["SET", key, value, "EX", ttl]);
         }
-        batch.for_each_command(|name, args| {
-            pipe.add_command(command(name, args)).ignore();
-        });
-        pipe.cmd("EXEC");
-        let mut conn = self.conn().await?;
-        let result: Result<Vec<redis::Value>, _> = pipe.query_async(&mut conn).await;
-        let values = match result {
-            Ok(v) => v,
-            Err(source) => {
-                self.conn = None;
-                return Err(StoreError::Redis {
-                    op: "apply",
-                    source,
-                });
+        batch.for_each_command(|name, args| request.command(&[name], args));
+        request.simple(&["EXEC"]);
+        let last = request.commands() - 1;
+        // Replies to MULTI and to each queued command, then EXEC's.
+        let mut queued_error = None;
+        let mut exec = resp::Checked::default();
+        self.round_trip("apply", |i, buf, pos| {
+            let Some(checked) = resp::check(buf, pos)? else {
+                return Ok(false);
+            };
+            if i == last {
+                exec = checked;
+            } else if queued_error.is_none() {
+                queued_error = checked.error;
             }
-        };
-        match values.last() {
-            Some(redis::Value::Nil) => Ok(ApplyOutcome::Conflict),
-            Some(redis::Value::Array(results)) => {
-                if let Some(e) = results.iter().find_map(|v| match v {
-                    redis::Value::ServerError(e) => Some(format!("{e:?}")),
-                    _ => None,
-                }) {
-                    return Err(StoreError::Reply {
-                        op: "apply",
-                        detail: e,
-                    });
-                }
-                Ok(ApplyOutcome::Applied)
-            }
+            Ok(true)
+        })
+        .await?;
+        // EXEC (even of nothing) ended the WATCH.
+        self.watching = false;
+        match exec {
+            resp::Checked { nil: true, .. } => Ok(ApplyOutcome::Conflict),
+            resp::Checked { error: Some(e), .. } => Err(StoreError::Reply {
+                op: "apply",
+                detail: match queued_error {
+                    Some(q) => format!("{e} (first refused command: {q})"),
+                    None => e,
+                },
+            }),
+            resp::Checked { kind: b'*', .. } => Ok(ApplyOutcome::Applied),
             other => Err(StoreError::Reply {
                 op: "apply",
-                detail: format!("unexpected EXEC reply {other:?}"),
+                detail: format!("unexpected EXEC reply of type `{}`", char::from(other.kind)),
             }),
         }
     }
 }
 
+/// The command of one read, as fixed arguments and a list (keys or fields).
+fn read_command(r: &Read, command: impl FnOnce(&[&str], &[String])) {
+    let none: &[String] = &[];
+    match r {
+        Read::Get(k) => command(&["GET", k], none),
+        Read::MGet(keys) => command(&["MGET"], keys),
+        Read::HGetAll(k) => command(&["HGETALL", k], none),
+        Read::HMGet(k, fields) => command(&["HMGET", k], fields),
+        Read::LRange(k, a, b) => command(&["LRANGE", k, &a.to_string(), &b.to_string()], none),
+        Read::ZRevRange(k, a, b) => command(
+            &[
+                "ZRANGE",
+                k,
+                &a.to_string(),
+                &b.to_string(),
+                "REV",
+                "WITHSCORES",
+            ],
+            none,
+        ),
+    }
+}
+
 fn add_reads(pipe: &mut redis::Pipeline, reads: &[Read]) {
     for r in reads {
-        match r {
-            Read::Get(k) => pipe.cmd("GET").arg(k),
-            Read::MGet(keys) => pipe.cmd("MGET").arg(keys),
-            Read::HGetAll(k) => pipe.cmd("HGETALL").arg(k),
-            Read::HMGet(k, fields) => pipe.cmd("HMGET").arg(k).arg(fields),
-            Read::LRange(k, a, b) => pipe.cmd("LRANGE").arg(k).arg(*a).arg(*b),
-            Read::ZRevRange(k, a, b) => pipe
-                .cmd("ZRANGE")
-                .arg(k)
-                .arg(*a)
-                .arg(*b)
-                .arg("REV")
-                .arg("WITHSCORES"),
-        };
+        read_command(r, |head, tail| {
+            let mut cmd = redis::cmd(head[0]);
+            cmd.arg(&head[1..]).arg(tail);
+            pipe.add_command(cmd);
+        });
     }
 }
 
@@ -300,13 +338,4 @@ fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
     }
-}
-
-/// One command with its buffers allocated at their final size at once (`redis::cmd`
-/// grows them argument by argument; a batch holds thousands of commands).
-fn command(name: &str, args: &[&str]) -> redis::Cmd {
-    let data = name.len() + args.iter().map(|a| a.len()).sum::<usize>();
-    let mut cmd = redis::Cmd::with_capacity(args.len() + 1, data);
-    cmd.arg(name).arg(args);
-    cmd
 }
