@@ -267,10 +267,14 @@ fn convert_all(reads: &[Read], values: Vec<redis::Value>) -> Result<Vec<Reply>, 
         .collect()
 }
 
-fn value_string(v: &redis::Value) -> Option<String> {
+/// A scalar reply as a string, taking its buffer rather than copying it.
+fn value_string(v: redis::Value) -> Option<String> {
     match v {
-        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::BulkString(b) => Some(
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        redis::Value::SimpleString(s) => Some(s),
         redis::Value::Int(i) => Some(i.to_string()),
         redis::Value::Double(d) => Some(d.to_string()),
         _ => None,
@@ -280,14 +284,20 @@ fn value_string(v: &redis::Value) -> Option<String> {
 fn flat_strings(v: redis::Value) -> Vec<Option<String>> {
     match v {
         redis::Value::Array(items) | redis::Value::Set(items) => {
-            items.iter().map(value_string).collect()
+            items.into_iter().map(value_string).collect()
         }
         redis::Value::Map(pairs) => pairs
-            .iter()
+            .into_iter()
             .flat_map(|(k, v)| [value_string(k), value_string(v)])
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// `[a, b, c, d]` to `(a, b), (c, d)`; an odd last element is dropped.
+fn pairs<T>(flat: Vec<T>) -> impl Iterator<Item = (T, T)> {
+    let mut items = flat.into_iter();
+    std::iter::from_fn(move || Some((items.next()?, items.next()?)))
 }
 
 fn convert(read: &Read, v: redis::Value) -> Result<Reply, StoreError> {
@@ -301,15 +311,12 @@ fn convert(read: &Read, v: redis::Value) -> Result<Reply, StoreError> {
         });
     }
     Ok(match read {
-        Read::Get(_) => value_string(&v).map_or(Reply::Nil, Reply::Str),
-        Read::HGetAll(_) => {
-            let flat = flat_strings(v);
-            Reply::Hash(
-                flat.chunks_exact(2)
-                    .filter_map(|c| Some((c[0].clone()?, c[1].clone()?)))
-                    .collect(),
-            )
-        }
+        Read::Get(_) => value_string(v).map_or(Reply::Nil, Reply::Str),
+        Read::HGetAll(_) => Reply::Hash(
+            pairs(flat_strings(v))
+                .filter_map(|(field, value)| Some((field?, value?)))
+                .collect(),
+        ),
         Read::HMGet(..) | Read::MGet(..) => Reply::Fields(flat_strings(v)),
         Read::LRange(..) => Reply::List(flat_strings(v).into_iter().flatten().collect()),
         Read::ZRevRange(..) => {
@@ -323,9 +330,8 @@ fn convert(read: &Read, v: redis::Value) -> Result<Reply, StoreError> {
                 other => flat_strings(other),
             };
             Reply::Scored(
-                scored
-                    .chunks_exact(2)
-                    .filter_map(|c| Some((c[0].clone()?, c[1].as_deref()?.parse().ok()?)))
+                pairs(scored)
+                    .filter_map(|(member, score)| Some((member?, score?.parse().ok()?)))
                     .collect(),
             )
         }
