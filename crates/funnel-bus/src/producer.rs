@@ -90,12 +90,14 @@ impl Producer {
     /// failure the batch fails: the caller must not store its offsets.
     pub async fn send_all(&self, records: &[OutRecord]) -> Result<(), BusError> {
         let futures = records.iter().map(|r| {
-            let topic = r.topic.clone();
             let fut = self.inner.send(r.to_future(), Timeout::After(self.timeout));
             async move {
                 fut.await
                     .map(|_| ())
-                    .map_err(|(source, _)| BusError::Produce { topic, source })
+                    .map_err(|(source, _)| BusError::Produce {
+                        topic: r.topic.clone(),
+                        source,
+                    })
             }
         });
         for result in join_all(futures).await {
