@@ -432,7 +432,7 @@ impl Validator<'_> {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(Rejection::invalid("currency", "a 3-letter ISO 4217 code"));
         }
-        let lines = match self.object.get("lines") {
+        let lines = match self.object.remove("lines") {
             None | Some(Value::Null) => return Err(Rejection::missing("lines")),
             Some(Value::Array(lines)) if lines.is_empty() => {
                 return Err(Rejection::new(
@@ -454,19 +454,19 @@ impl Validator<'_> {
             Some(_) => return Err(Rejection::invalid("lines", "an array of order lines")),
         };
         let mut parsed = Vec::with_capacity(lines.len());
-        for (i, line) in lines.iter().enumerate() {
-            let Value::Object(line) = line else {
+        for (i, line) in lines.into_iter().enumerate() {
+            let Value::Object(mut line) = line else {
                 return Err(Rejection::invalid(&format!("lines[{i}]"), "an object"));
             };
             let field = |name: &str| format!("lines[{i}].{name}");
-            let item_id = match line.get("item_id") {
+            let item_id = match line.remove("item_id") {
                 Some(Value::String(s)) if !s.is_empty() => {
                     check_len(
                         format_args!("lines[{i}].item_id"),
-                        s,
+                        &s,
                         self.limits.max_id_bytes,
                     )?;
-                    s.clone()
+                    s
                 }
                 None | Some(Value::Null) => return Err(Rejection::missing(&field("item_id"))),
                 Some(Value::String(_)) => return Err(Rejection::missing(&field("item_id"))),
@@ -545,16 +545,16 @@ impl Validator<'_> {
             Some(v) => price_value("price", v)?,
         };
         let stock = self.optional_int("stock", 0, i64::MAX)?.unwrap_or(0);
-        let attributes = match self.object.get("attributes") {
+        let attributes = match self.object.remove("attributes") {
             None | Some(Value::Null) => HashMap::new(),
             Some(Value::Object(map)) => map
-                .iter()
+                .into_iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        Value::String(s) => s.clone(),
+                        Value::String(s) => s,
                         other => other.to_string(),
                     };
-                    (k.clone(), v)
+                    (k, v)
                 })
                 .collect(),
             Some(_) => return Err(Rejection::invalid("attributes", "an object of strings")),
@@ -571,28 +571,30 @@ impl Validator<'_> {
         }))
     }
 
-    fn optional_str(&self, field: &str, max: usize) -> Result<Option<String>, Rejection> {
-        match self.object.get(field) {
+    /// Takes the string out of the object (each field is read once), so it is moved,
+    /// not copied.
+    fn optional_str(&mut self, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+        match self.object.remove(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => {
-                check_len(field, s, max)?;
-                Ok(Some(s.clone()))
+                check_len(field, &s, max)?;
+                Ok(Some(s))
             }
             Some(_) => Err(Rejection::invalid(field, "a string")),
         }
     }
 
-    fn required_str(&self, field: &str, max: usize) -> Result<String, Rejection> {
+    fn required_str(&mut self, field: &str, max: usize) -> Result<String, Rejection> {
         self.optional_str(field, max)?
             .ok_or_else(|| Rejection::missing(field))
     }
 
-    fn optional_id(&self, field: &str) -> Result<Option<String>, Rejection> {
+    fn optional_id(&mut self, field: &str) -> Result<Option<String>, Rejection> {
         self.optional_str(field, self.limits.max_id_bytes)
     }
 
-    fn required_id(&self, field: &str) -> Result<String, Rejection> {
+    fn required_id(&mut self, field: &str) -> Result<String, Rejection> {
         self.required_str(field, self.limits.max_id_bytes)
     }
 
