@@ -118,8 +118,31 @@ impl Keys {
     /// The hourly window hash holding `ts_ms`: fields `{kind}:{slot}` count
     /// events of that kind in each 5-minute slot (0–11) of the hour.
     pub fn item_window(&self, item: &str, ts_ms: i64) -> String {
-        let hour = ts_ms.div_euclid(HOUR_MS);
-        self.key(&[":i:", item, ":w:", itoa::Buffer::new().format(hour)])
+        self.with_item_window(item, ts_ms, str::to_owned)
+    }
+
+    /// Calls `f` with [`Keys::item_window`], built on the stack when it fits: every
+    /// impressed item is counted, mostly in a window the batch already holds.
+    pub fn with_item_window<R>(&self, item: &str, ts_ms: i64, f: impl FnOnce(&str) -> R) -> R {
+        let mut hour = itoa::Buffer::new();
+        let parts = [
+            self.prefix.as_str(),
+            ":i:",
+            item,
+            ":w:",
+            hour.format(ts_ms.div_euclid(HOUR_MS)),
+        ];
+        let mut buf = [0u8; 192];
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
+        if len > buf.len() {
+            return f(&parts.concat());
+        }
+        let mut at = 0;
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        f(std::str::from_utf8(&buf[..len]).expect("built from strs"))
     }
 
     pub fn item_covisits(&self, item: &str) -> String {
@@ -171,6 +194,12 @@ mod tests {
         assert_eq!(k.user_state("u1"), "P:u:u1:state");
         assert_eq!(k.session_items("s1"), "P:s:s1:items");
         assert_eq!(k.item_window("i1", ts), "P:i:i1:w:51");
+        let long = "i".repeat(200);
+        assert_eq!(
+            k.item_window(&long, ts),
+            format!("P:i:{long}:w:51"),
+            "beyond the stack buffer"
+        );
         assert_eq!(k.category_popularity("a/b", ts), "P:c:a/b:pop:2");
         assert_eq!(k.query_clicks("red shoes"), "P:q:red shoes:clicks");
         assert_eq!(window_field("click", ts), "click:3");

@@ -208,9 +208,10 @@ impl FeatureWriter<'_> {
     }
 
     fn count_item(&self, wb: &mut WriteBatch, item: &str, kind: &str, by: i64, ts: i64) {
-        let w = self.keys.item_window(item, ts);
-        with_window_field(kind, ts, |field| wb.hincr(&w, field, by));
-        self.expire_fixed(wb, &w, HOUR_TTL_SECS);
+        self.keys.with_item_window(item, ts, |w| {
+            with_window_field(kind, ts, |field| wb.hincr(w, field, by));
+            self.expire_fixed(wb, w, HOUR_TTL_SECS);
+        });
     }
 
     /// A click or add-to-cart: recent items, session items, co-visitation and
