@@ -19,12 +19,7 @@ async fn store(redis: &Redis) -> Store {
 
 fn batch(keys: &Keys) -> WriteBatch {
     let mut b = WriteBatch::new(600);
-    b.marker(
-        keys.dedup("e1"),
-        "raw/0/7",
-        "raw/0/7|s1".into(),
-        MarkerState::Fresh,
-    );
+    b.marker(keys.dedup("e1"), "raw/0/7|s1".into(), MarkerState::Fresh);
     b.hincr("t:counts", "click", 1);
     b.lpush_capped("t:recent", "i1", 2);
     b.expire("t:counts", 60);
@@ -90,12 +85,7 @@ async fn a_marker_changed_between_read_and_write_refuses_the_whole_batch() {
         .await
         .unwrap();
     let mut replanned = WriteBatch::new(600);
-    replanned.marker(
-        marker.clone(),
-        "raw/0/7",
-        "raw/0/7|s1".into(),
-        MarkerState::Duplicate,
-    );
+    replanned.marker(marker.clone(), "raw/0/7|s1".into(), MarkerState::Duplicate);
     assert_eq!(
         writer.apply(&replanned).await.unwrap(),
         ApplyOutcome::Applied

@@ -369,12 +369,7 @@ impl Processor {
             BASE64.encode_string(&record.payload, value);
         }
         for (n, value) in fresh_markers {
-            batch.marker(
-                markers[n].clone(),
-                &incoming[n].origin,
-                value,
-                MarkerState::Fresh,
-            );
+            batch.marker(markers[n].clone(), value, MarkerState::Fresh);
         }
         let mut records = republished;
         records.extend(scored_records);

@@ -40,9 +40,9 @@ fn mix() -> Vec<Vec<u8>> {
             85..97 => format!(
                 r#"{{"event_id":"e-item-{i}","type":"item","ts":{ts},"item_id":"sku-{i:06}","title":"Kestrel Over-Ear Studio Headphones Pro","category":"electronics/audio/headphones","brand":"Kestrel","price":41.99,"stock":5,"attributes":{{"color":"blue","warranty":"1 year"}}}}"#
             ),
-            97..99 => format!(
-                r#"{{{head},"type":"add_to_cart","item_id":"sku-{i:06}","quantity":1}}"#
-            ),
+            97..99 => {
+                format!(r#"{{{head},"type":"add_to_cart","item_id":"sku-{i:06}","quantity":1}}"#)
+            }
             _ => format!(
                 r#"{{{head},"type":"order","order_id":"o-{i}","currency":"EUR","lines":[{{"item_id":"sku-000001","quantity":1,"price":41.99}},{{"item_id":"sku-000002","quantity":2,"price":9.5}}]}}"#
             ),

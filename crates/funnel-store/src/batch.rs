@@ -51,7 +51,7 @@ pub fn marker_session(marker: &str) -> &str {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Marker {
     pub key: String,
-    pub origin: String,
+    /// `origin|…`
     pub value: String,
     pub expect: MarkerState,
 }
@@ -98,14 +98,10 @@ impl WriteBatch {
         }
     }
 
-    /// Records the marker of one event. `value` starts with `origin|`.
-    pub fn marker(&mut self, key: String, origin: &str, value: String, expect: MarkerState) {
-        self.markers.push(Marker {
-            key,
-            origin: origin.to_string(),
-            value,
-            expect,
-        });
+    /// Records the marker of one event. `value` starts with `origin|` (the
+    /// message's topic/partition/offset), which tells a replay from a duplicate.
+    pub fn marker(&mut self, key: String, value: String, expect: MarkerState) {
+        self.markers.push(Marker { key, value, expect });
     }
 
     pub fn marker_count(&self) -> usize {

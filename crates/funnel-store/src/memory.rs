@@ -101,11 +101,10 @@ impl MemoryStore {
                 _ => None,
             })
             .collect::<Vec<_>>();
-        let agrees = batch
-            .markers
-            .iter()
-            .zip(&current)
-            .all(|(m, cur)| MarkerState::of(cur.as_deref(), &m.origin) == m.expect);
+        let agrees =
+            batch.markers.iter().zip(&current).all(|(m, cur)| {
+                MarkerState::of(cur.as_deref(), marker_origin(&m.value)) == m.expect
+            });
         if !agrees {
             return ApplyOutcome::Conflict;
         }
@@ -345,12 +344,7 @@ mod tests {
     fn a_batch_applies_once_and_its_replay_conflicts_without_writing() {
         let store = MemoryStore::new(1000);
         let mut b = WriteBatch::new(3600);
-        b.marker(
-            "d:e1".into(),
-            "t/0/1",
-            "t/0/1|s1".into(),
-            MarkerState::Fresh,
-        );
+        b.marker("d:e1".into(), "t/0/1|s1".into(), MarkerState::Fresh);
         b.hincr("u:n", "click", 1);
         b.expire("u:n", 60);
         assert_eq!(store.apply(&b), ApplyOutcome::Applied);

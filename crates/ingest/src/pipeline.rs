@@ -224,6 +224,11 @@ impl Processor {
             _ => &[],
         };
         let replies = self.writer.read_watching(watched, &reads).await?;
+        // The marker keys are set again by the write; moved, not built twice.
+        let marker_keys = match reads.into_iter().next() {
+            Some(Read::MGet(keys)) => keys,
+            _ => Vec::new(),
+        };
         let user_slot: Vec<(String, usize)> = user_slot
             .into_iter()
             .map(|(user, slot)| (user.to_owned(), slot))
@@ -233,6 +238,7 @@ impl Processor {
                 batch,
                 parsed,
                 marker_slot,
+                marker_keys,
                 user_slot,
                 item_slot,
                 replies,
@@ -248,6 +254,7 @@ impl Processor {
         batch: &[OwnedMessage],
         parsed: Vec<Parsed>,
         marker_slot: Vec<usize>,
+        mut marker_keys: Vec<String>,
         user_slot: Vec<(String, usize)>,
         item_slot: HashMap<String, usize>,
         mut replies: Vec<funnel_store::Reply>,
@@ -360,10 +367,12 @@ impl Processor {
                             &known_items,
                         );
                     }
+                    let mut value = origin;
+                    value.push('|');
+                    value.push_str(&event.session_id);
                     wb.marker(
-                        self.keys.dedup(&event.event_id),
-                        &origin,
-                        format!("{origin}|{}", event.session_id),
+                        std::mem::take(&mut marker_keys[slot]),
+                        value,
                         MarkerState::Fresh,
                     );
                     seen.insert(event.event_id.clone());
