@@ -1059,3 +1059,43 @@ async fn a_ranker_version_named_by_the_serving_pointer_is_swapped_in_without_res
     rec.stop().await;
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[tokio::test]
+async fn the_request_script_is_loaded_again_after_redis_forgets_it() {
+    use recommender::state::{AnswerRecord, RecStore};
+    let redis = funnel_tests::Redis::start();
+    let store = RecStore::connect(&RedisConfig {
+        url: redis.url.clone(),
+        key_prefix: "t".into(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut c = redis.conn().await;
+    let _: () = c.rpush("t:u:u1:recent", &["i1", "i2"]).await.unwrap();
+    for (n, recomm_id) in ["r1", "r2"].into_iter().enumerate() {
+        if n == 1 {
+            // As after a Redis restart: the scripts are gone.
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let answer = AnswerRecord {
+            recomm_id,
+            user: "u1",
+            arm: "ranker",
+            model: "ranker",
+            version: "1",
+            ts_ms: 1_764_000_000_000,
+        };
+        let read = store.read_user(None, 10, &answer, 60).await.unwrap();
+        assert_eq!(read.user.recent, vec!["i1", "i2"], "call {n}");
+        let user: String = c
+            .hget(store.keys().recommendation(recomm_id), "user")
+            .await
+            .unwrap();
+        assert_eq!(user, "u1", "call {n} recorded its answer");
+    }
+}

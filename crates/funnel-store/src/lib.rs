@@ -6,7 +6,7 @@
 //! - [`keys`]: every key the store writes, namespaced by a configurable prefix.
 //! - [`batch`]: [`WriteBatch`]: per-event dedup markers plus merged commands.
 //! - [`redis_store`]: the Redis backend (one pipelined read, one MULTI/EXEC).
-//! - `resp`: the batch writer's own connection, encoding and checking RESP2 in place.
+//! - [`resp`]: RESP2 spoken directly, for the batch writer and per-request script calls.
 //! - [`memory`]: the bounded in-memory backend.
 //! - [`features`]: reads that build `UserFeatures` and `ItemFeatures`.
 //!
@@ -20,7 +20,7 @@ pub mod features;
 pub mod keys;
 pub mod memory;
 pub mod redis_store;
-mod resp;
+pub mod resp;
 
 use serde::{Deserialize, Serialize};
 

@@ -116,12 +116,7 @@ impl RedisWriter {
             conn.round_trip(&self.request, reply).await
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(resp::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no reply within {} ms", self.timeout.as_millis()),
-            )))
-        });
+        .unwrap_or_else(|_| Err(resp::timed_out(self.timeout)));
         result.map_err(|e| {
             self.conn = None;
             self.watching = false;

@@ -1,4 +1,5 @@
-//! The batch writer's own Redis connection, speaking RESP2 directly.
+//! Redis connections speaking RESP2 directly, for the two hot paths: the batch
+//! writer's MULTI/EXEC and the recommender's per-request script call.
 //!
 //! A batch is thousands of commands in one MULTI/EXEC. Through the generic
 //! client every command was built as an object of its own and both of its
@@ -7,11 +8,14 @@
 //! request is encoded into one reused buffer, replies to writes are checked in
 //! place without allocating, and only replies to reads become values.
 //!
-//! It does what the writer needs and no more: TCP, `AUTH`, `SELECT`, one
-//! request at a time. Any error closes the connection, since replies may be
-//! left unread on it; the caller starts over on a new one.
+//! It does what those callers need and no more: TCP, `AUTH`, `SELECT`, one
+//! request at a time per connection ([`Pool`] for concurrent callers). Any
+//! error closes the connection, since replies may be left unread on it; the
+//! caller starts over on a new one.
 
 use std::io;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,7 +31,7 @@ const MAX_BULK_BYTES: usize = 512 << 20;
 
 /// Why a round trip failed.
 #[derive(Debug)]
-pub(crate) enum Error {
+pub enum Error {
     /// The connection broke, timed out, or the server did not speak RESP2.
     Io(io::Error),
     /// The server answered with an error reply.
@@ -40,13 +44,30 @@ impl From<io::Error> for Error {
     }
 }
 
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Server(e) => write!(f, "redis answered: {e}"),
+        }
+    }
+}
+
+/// A round trip that took longer than `timeout`.
+pub fn timed_out(timeout: Duration) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no reply within {} ms", timeout.as_millis()),
+    ))
+}
+
 fn protocol(detail: impl Into<String>) -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidData, detail.into()))
 }
 
 /// Commands to send in one write, as RESP arrays of bulk strings.
 #[derive(Debug, Default)]
-pub(crate) struct Request {
+pub struct Request {
     buf: Vec<u8>,
     commands: usize,
 }
@@ -97,7 +118,7 @@ impl Request {
 
 /// One connection to Redis.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub struct Connection {
     stream: TcpStream,
     input: Vec<u8>,
 }
@@ -202,6 +223,58 @@ fn header<'a>(
     Ok(line(buf, pos)?.map(|line| (kind, line)))
 }
 
+/// Connections for concurrent callers: each round trip has a connection to
+/// itself, read by the task that waits for it (no reader task to hand replies
+/// over), at most `max` at once; idle ones are kept for the next caller.
+#[derive(Debug)]
+pub struct Pool {
+    info: redis::ConnectionInfo,
+    idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
+    timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(info: redis::ConnectionInfo, max: usize, timeout: Duration) -> Pool {
+        Pool {
+            info,
+            idle: Mutex::new(Vec::with_capacity(max)),
+            permits: tokio::sync::Semaphore::new(max),
+            timeout,
+        }
+    }
+
+    /// [`Connection::round_trip`] on an idle connection or a new one, within
+    /// the timeout (connecting included); a connection that failed is dropped.
+    pub async fn round_trip(
+        &self,
+        request: &Request,
+        reply: impl FnMut(usize, &[u8], &mut usize) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let _permit = self.permits.acquire().await.expect("the pool never closes");
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = tokio::time::timeout(self.timeout, async {
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => Connection::connect(&self.info).await?,
+            };
+            conn.round_trip(request, reply).await?;
+            Ok(conn)
+        })
+        .await
+        .unwrap_or_else(|_| Err(timed_out(self.timeout)))?;
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+        Ok(())
+    }
+}
+
 /// The line at `*pos` without its CRLF; moves `*pos` past it.
 fn line<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, Error> {
     let rest = &buf[*pos..];
@@ -252,7 +325,7 @@ fn bulk<'a>(buf: &'a [u8], pos: &mut usize, len: usize) -> Result<Option<&'a [u8
 
 /// What a reply to a write held, read without keeping it.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Checked {
+pub struct Checked {
     /// The reply's type byte (`+`, `-`, `:`, `$`, `*`).
     pub kind: u8,
     /// A nil bulk string or array, as EXEC answers when a watched key changed.
@@ -263,7 +336,7 @@ pub(crate) struct Checked {
 
 /// Reads the reply at `*pos` without allocating (except for an error's
 /// text); `None` if the input ends first.
-pub(crate) fn check(buf: &[u8], pos: &mut usize) -> Result<Option<Checked>, Error> {
+pub fn check(buf: &[u8], pos: &mut usize) -> Result<Option<Checked>, Error> {
     let mut checked = Checked::default();
     Ok(skip(buf, pos, 0, &mut checked)?.then_some(checked))
 }
@@ -314,7 +387,7 @@ fn skip(buf: &[u8], pos: &mut usize, depth: usize, out: &mut Checked) -> Result<
 
 /// Parses the reply at `*pos` into a value; `None` if the input ends first.
 /// An error reply, at any depth, is `Error::Server`.
-pub(crate) fn value(buf: &[u8], pos: &mut usize) -> Result<Option<redis::Value>, Error> {
+pub fn value(buf: &[u8], pos: &mut usize) -> Result<Option<redis::Value>, Error> {
     parse(buf, pos, 0)
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use funnel_store::{Keys, RedisConfig};
+use funnel_store::{Keys, RedisConfig, resp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::features::{Neighbours, UserSignals};
@@ -147,6 +147,10 @@ end
 return applied
 ";
 
+/// Script calls in flight at most; more wait for a connection. Each is one request's
+/// round trip, so this bounds the connections a busy recommender opens.
+const SCRIPT_CONNECTIONS: usize = 64;
+
 /// A script loaded once (SCRIPT LOAD) and run by EVALSHA, loaded again when the server
 /// answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 struct LoadedScript {
@@ -162,43 +166,56 @@ impl LoadedScript {
         }
     }
 
-    async fn load(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(self.source)
-            .query_async(conn)
-            .await?;
-        *self.sha.write().unwrap_or_else(|e| e.into_inner()) = sha;
+    async fn load(&self, pool: &resp::Pool) -> redis::RedisResult<()> {
+        let mut request = resp::Request::default();
+        request.simple(&["SCRIPT", "LOAD", self.source]);
+        let sha = call(pool, &request).await.map_err(redis_error)?;
+        *self.sha.write().unwrap_or_else(|e| e.into_inner()) = redis::from_redis_value(sha)?;
         Ok(())
     }
 
     async fn run(
         &self,
-        conn: &mut ConnectionManager,
+        pool: &resp::Pool,
         keys: &[String],
         args: &[String],
     ) -> redis::RedisResult<redis::Value> {
         for attempt in 0..2 {
             let sha = self.sha.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let result = redis::cmd("EVALSHA")
-                .arg(sha)
-                .arg(keys.len())
-                .arg(keys)
-                .arg(args)
-                .query_async(conn)
-                .await;
-            match result {
-                Err(e)
-                    if attempt == 0
-                        && e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    self.load(conn).await?;
+            let mut request = resp::Request::default();
+            request.command(
+                &["EVALSHA", &sha, &keys.len().to_string()],
+                &keys.iter().chain(args).collect::<Vec<_>>(),
+            );
+            match call(pool, &request).await {
+                Err(resp::Error::Server(e)) if attempt == 0 && e.starts_with("NOSCRIPT") => {
+                    self.load(pool).await?
                 }
-                other => return other,
+                other => return other.map_err(redis_error),
             }
         }
         unreachable!("the second attempt returns")
+    }
+}
+
+/// One command on a pooled connection, its reply as a value.
+async fn call(pool: &resp::Pool, request: &resp::Request) -> Result<redis::Value, resp::Error> {
+    let mut value = None;
+    pool.round_trip(request, |_, buf, pos| {
+        Ok(resp::value(buf, pos)?.map(|v| value = Some(v)).is_some())
+    })
+    .await?;
+    Ok(value.expect("a round trip reads every reply"))
+}
+
+fn redis_error(e: resp::Error) -> redis::RedisError {
+    match e {
+        resp::Error::Io(e) => e.into(),
+        resp::Error::Server(e) => redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "redis answered with an error",
+            e,
+        )),
     }
 }
 
@@ -257,6 +274,8 @@ pub struct ArmCounters {
 #[derive(Clone)]
 pub struct RecStore {
     conn: ConnectionManager,
+    /// The scripts' connections: a request's call reads its own reply.
+    scripts: Arc<resp::Pool>,
     keys: RecKeys,
     request: Arc<LoadedScript>,
     stream: Arc<LoadedScript>,
@@ -305,7 +324,12 @@ impl RecStore {
         let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
         let client =
             redis::Client::open(info.set_tcp_settings(tcp)).context("redis.url is not valid")?;
-        let mut conn = ConnectionManager::new_with_config(client, manager)
+        let scripts = resp::Pool::new(
+            client.get_connection_info().clone(),
+            SCRIPT_CONNECTIONS,
+            timeout,
+        );
+        let conn = ConnectionManager::new_with_config(client, manager)
             .await
             .context("failed to connect to redis")?;
         let (request, stream) = (
@@ -313,15 +337,16 @@ impl RecStore {
             LoadedScript::new(STREAM_SCRIPT),
         );
         request
-            .load(&mut conn)
+            .load(&scripts)
             .await
             .context("failed to load the request script")?;
         stream
-            .load(&mut conn)
+            .load(&scripts)
             .await
             .context("failed to load the stream script")?;
         Ok(RecStore {
             conn,
+            scripts: Arc::new(scripts),
             keys: RecKeys::new(&config.key_prefix),
             request: Arc::new(request),
             stream: Arc::new(stream),
@@ -360,10 +385,7 @@ impl RecStore {
             answer.version.to_owned(),
             answer.ts_ms.to_string(),
         ];
-        let value = self
-            .request
-            .run(&mut self.conn.clone(), &keys, &args)
-            .await?;
+        let value = self.request.run(&self.scripts, &keys, &args).await?;
         let parts = match &value {
             redis::Value::Array(parts) if parts.len() == 8 => parts,
             other => {
@@ -410,7 +432,7 @@ impl RecStore {
                 .iter()
                 .map(|e| serde_json::to_string(e).expect("events serialise")),
         );
-        let applied = self.stream.run(&mut self.conn.clone(), &[], &args).await?;
+        let applied = self.stream.run(&self.scripts, &[], &args).await?;
         Ok(redis::from_redis_value(applied)?)
     }
 
