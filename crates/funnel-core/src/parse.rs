@@ -5,6 +5,7 @@
 //! drift apart. Validation is total: any byte string yields either an event or
 //! a [`Rejection`], never a panic.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use prost::Message;
@@ -124,9 +125,87 @@ pub fn is_catalog_event(payload: &[u8], content_type: ContentType) -> bool {
     }
 }
 
-fn json_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+/// A raw event's top-level fields, in the order sent. Names are borrowed from
+/// the payload where it has no escapes, and a list is searched instead of a map
+/// built: an event has a dozen fields, and the validator reads each once. As in
+/// a map, the last of repeated names counts.
+#[derive(Debug, Default)]
+struct Fields<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl<'a> Fields<'a> {
+    fn insert(&mut self, name: impl Into<Cow<'a, str>>, value: Value) {
+        self.0.push((name.into(), value));
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Value> {
+        let i = self.0.iter().rposition(|(n, _)| n == name)?;
+        // Left in place as null: earlier repeats of the name stay shadowed.
+        Some(std::mem::take(&mut self.0[i].1))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields(Vec::with_capacity(16));
+                while let Some(Name(name)) = map.next_key()? {
+                    fields.0.push((name, map.next_value()?));
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// A field name, borrowed when the payload spells it without escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str;
+        impl<'de> serde::de::Visitor<'de> for Str {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Str)
+    }
+}
+
+fn json_object(payload: &[u8]) -> Result<Fields<'_>, Rejection> {
+    if let Ok(fields) = serde_json::from_slice::<Fields>(payload) {
+        return Ok(fields);
+    }
+    // Only a rejected payload is parsed again, to say what it is.
     match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(_)) => Err(Rejection::new(
+            RejectCode::MalformedJson,
+            "malformed JSON object",
+        )),
         Ok(other) => Err(Rejection::new(
             RejectCode::MalformedJson,
             format!("expected a JSON object, got {}", json_kind(&other)),
@@ -151,21 +230,21 @@ fn json_kind(v: &Value) -> &'static str {
 
 /// The JSON object a platform would have sent for this protobuf event. Proto3
 /// cannot tell an empty string from an absent one, so empty means absent.
-fn raw_event_to_json(raw: pb::RawEvent) -> Map<String, Value> {
-    let mut m = Map::new();
-    let put_str = |m: &mut Map<String, Value>, k: &str, v: String| {
+fn raw_event_to_json(raw: pb::RawEvent) -> Fields<'static> {
+    let mut m = Fields::default();
+    let put_str = |m: &mut Fields, k: &'static str, v: String| {
         if !v.is_empty() {
-            m.insert(k.to_string(), Value::String(v));
+            m.insert(k, Value::String(v));
         }
     };
     put_str(&mut m, "event_id", raw.event_id);
     put_str(&mut m, "type", raw.r#type);
     match raw.time {
         Some(pb::raw_event::Time::Ts(s)) => {
-            m.insert("ts".into(), Value::String(s));
+            m.insert("ts", Value::String(s));
         }
         Some(pb::raw_event::Time::TsMs(ms)) => {
-            m.insert("ts".into(), Value::from(ms));
+            m.insert("ts", Value::from(ms));
         }
         None => {}
     }
@@ -173,19 +252,19 @@ fn raw_event_to_json(raw: pb::RawEvent) -> Map<String, Value> {
     put_str(&mut m, "session_id", raw.session_id);
     put_str(&mut m, "query", raw.query);
     if !raw.results.is_empty() {
-        m.insert("results".into(), Value::from(raw.results));
+        m.insert("results", Value::from(raw.results));
     }
     if !raw.item_ids.is_empty() {
-        m.insert("item_ids".into(), Value::from(raw.item_ids));
+        m.insert("item_ids", Value::from(raw.item_ids));
     }
     put_str(&mut m, "recomm_id", raw.recomm_id);
     put_str(&mut m, "list", raw.list);
     put_str(&mut m, "item_id", raw.item_id);
     if let Some(p) = raw.position {
-        m.insert("position".into(), Value::from(p));
+        m.insert("position", Value::from(p));
     }
     if let Some(q) = raw.quantity {
-        m.insert("quantity".into(), Value::from(q));
+        m.insert("quantity", Value::from(q));
     }
     put_str(&mut m, "order_id", raw.order_id);
     if !raw.lines.is_empty() {
@@ -196,11 +275,11 @@ fn raw_event_to_json(raw: pb::RawEvent) -> Map<String, Value> {
                 serde_json::json!({"item_id": l.item_id, "quantity": l.quantity, "price": l.price})
             })
             .collect::<Vec<_>>();
-        m.insert("lines".into(), Value::Array(lines));
+        m.insert("lines", Value::Array(lines));
     }
     put_str(&mut m, "currency", raw.currency);
     if let Some(r) = raw.rating {
-        m.insert("rating".into(), Value::from(r));
+        m.insert("rating", Value::from(r));
     }
     put_str(&mut m, "text", raw.text);
     put_str(&mut m, "reason", raw.reason);
@@ -210,12 +289,12 @@ fn raw_event_to_json(raw: pb::RawEvent) -> Map<String, Value> {
     put_str(&mut m, "brand", raw.brand);
     if let Some(p) = raw.price {
         m.insert(
-            "price".into(),
+            "price",
             serde_json::Number::from_f64(p).map_or(Value::Null, Value::Number),
         );
     }
     if let Some(s) = raw.stock {
-        m.insert("stock".into(), Value::from(s));
+        m.insert("stock", Value::from(s));
     }
     if !raw.attributes.is_empty() {
         let attrs = raw
@@ -223,7 +302,7 @@ fn raw_event_to_json(raw: pb::RawEvent) -> Map<String, Value> {
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect::<Map<_, _>>();
-        m.insert("attributes".into(), Value::Object(attrs));
+        m.insert("attributes", Value::Object(attrs));
     }
     m
 }
@@ -302,7 +381,7 @@ pub fn normalize_category(c: &str) -> String {
 
 struct Validator<'a> {
     limits: &'a Limits,
-    object: Map<String, Value>,
+    object: Fields<'a>,
 }
 
 impl Validator<'_> {
@@ -355,14 +434,15 @@ impl Validator<'_> {
 
         let attributes = self
             .object
+            .0
             .into_iter()
-            .filter(|(k, _)| !COMMON.contains(&k.as_str()) && !known.contains(&k.as_str()))
+            .filter(|(k, _)| !COMMON.contains(&k.as_ref()) && !known.contains(&k.as_ref()))
             .map(|(k, v)| {
                 let v = match v {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                (k, v)
+                (k.into_owned(), v)
             })
             .collect::<HashMap<_, _>>();
 

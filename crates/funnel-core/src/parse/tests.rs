@@ -350,3 +350,28 @@ fn catalog_events_are_recognised_without_full_validation() {
         ContentType::Protobuf
     ));
 }
+
+#[test]
+fn a_repeated_field_counts_once_as_its_last_value_and_escaped_names_are_read() {
+    let raw = format!(
+        r#"{{"event_id":"e1","type":"click","ts":{TS},"\u0075ser_id":"u1","item_id":"a","item_id":"b","page":"1","page":"2","item_id":"c"}}"#
+    );
+    let e = parse_event(raw.as_bytes(), ContentType::Json, &Limits::default()).unwrap();
+    assert_eq!(e.user_id, "u1");
+    assert_eq!(
+        e.payload,
+        Some(Payload::Click(pb::Click {
+            item_id: "c".into(),
+            ..Default::default()
+        }))
+    );
+    assert_eq!(e.attributes.len(), 1, "{:?}", e.attributes);
+    assert_eq!(e.attributes.get("page").map(String::as_str), Some("2"));
+
+    // A null last value hides the earlier ones, as in a map.
+    let raw = format!(
+        r#"{{"event_id":"e1","type":"click","ts":{TS},"user_id":"u1","item_id":"a","item_id":null}}"#
+    );
+    let r = parse_event(raw.as_bytes(), ContentType::Json, &Limits::default()).unwrap_err();
+    assert_eq!(r.code, RejectCode::MissingField);
+}
