@@ -81,6 +81,15 @@ async fn a_valid_event_of_every_type_reaches_the_canonical_topic_with_the_right_
         Some(TRACEPARENT),
         "trace context carried to the next hop"
     );
+    for m in &got {
+        let e = pb::Event::decode(m.payload().unwrap()).unwrap();
+        let kind = funnel_core::type_name(pb::EventType::try_from(e.r#type).unwrap());
+        assert_eq!(
+            header(m, "content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(header(m, "funnel-event-type").as_deref(), Some(kind));
+    }
     let by_id: HashMap<String, (Vec<u8>, pb::Event)> = got
         .iter()
         .map(|m| {

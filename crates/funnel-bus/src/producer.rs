@@ -18,7 +18,8 @@ pub struct OutRecord {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
-    pub headers: OwnedHeaders,
+    /// librdkafka's header list, made with the first header.
+    pub headers: Option<OwnedHeaders>,
 }
 
 impl OutRecord {
@@ -27,28 +28,35 @@ impl OutRecord {
             topic: topic.to_string(),
             key: key.map(<[u8]>::to_vec),
             payload,
-            headers: OwnedHeaders::new(),
+            headers: None,
         }
     }
 
     pub fn header(mut self, key: &str, value: &str) -> Self {
-        self.headers = self.headers.insert(Header {
+        let headers = self.headers.take().unwrap_or_default();
+        self.headers = Some(headers.insert(Header {
             key,
             value: Some(value),
-        });
+        }));
         self
     }
 
     pub fn with_headers(mut self, headers: OwnedHeaders) -> Self {
-        self.headers = headers;
+        self.headers = Some(headers);
         self
     }
 
     /// The record as librdkafka takes it (headers copied: this record may be sent again).
     fn to_future(&self) -> FutureRecord<'_, [u8], [u8]> {
-        let record = FutureRecord::to(&self.topic)
-            .payload(&self.payload[..])
-            .headers(self.headers.clone());
+        self.future_with(self.headers.clone())
+    }
+
+    /// The record as librdkafka takes it, with `headers` (librdkafka owns them once sent).
+    fn future_with(&self, headers: Option<OwnedHeaders>) -> FutureRecord<'_, [u8], [u8]> {
+        let mut record = FutureRecord::to(&self.topic).payload(&self.payload[..]);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
         match &self.key {
             Some(key) => record.key(&key[..]),
             None => record,
@@ -89,8 +97,25 @@ impl Producer {
     /// Sends every record and waits until all are acknowledged. On the first
     /// failure the batch fails: the caller must not store its offsets.
     pub async fn send_all(&self, records: &[OutRecord]) -> Result<(), BusError> {
-        let futures = records.iter().map(|r| {
-            let fut = self.inner.send(r.to_future(), Timeout::After(self.timeout));
+        self.send_each(records.iter().map(|r| (r, r.headers.clone())))
+            .await
+    }
+
+    /// [`Producer::send_all`] for records sent once: their headers are handed to
+    /// librdkafka instead of copied.
+    pub async fn send_all_once(&self, mut records: Vec<OutRecord>) -> Result<(), BusError> {
+        let headers: Vec<_> = records.iter_mut().map(|r| r.headers.take()).collect();
+        self.send_each(records.iter().zip(headers)).await
+    }
+
+    async fn send_each<'a>(
+        &self,
+        records: impl Iterator<Item = (&'a OutRecord, Option<OwnedHeaders>)>,
+    ) -> Result<(), BusError> {
+        let futures = records.map(|(r, headers)| {
+            let fut = self
+                .inner
+                .send(r.future_with(headers), Timeout::After(self.timeout));
             async move {
                 fut.await
                     .map(|_| ())

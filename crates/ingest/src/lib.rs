@@ -133,7 +133,7 @@ impl Lane for IngestLane {
             .processor
             .process(messages, funnel_core::now_ms())
             .await?;
-        self.producer.send_all(&out.records).await?;
+        self.producer.send_all_once(out.records).await?;
         Ok(funnel_bus::lanes::done())
     }
 }
