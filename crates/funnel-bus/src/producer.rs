@@ -4,13 +4,25 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
 use crate::backoff::Backoff;
 use crate::{BusError, KafkaConfig};
+
+/// Whether the broker acknowledged a record handed to librdkafka.
+async fn acknowledgement(delivery: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+    match delivery?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+/// How long a record waits before it is offered again to a full producer queue.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 
 /// One message to send.
 #[derive(Debug, Clone)]
@@ -108,27 +120,47 @@ impl Producer {
         self.send_each(records.iter().zip(headers)).await
     }
 
+    /// Hands every record to librdkafka, then awaits their acknowledgements in turn:
+    /// one delivery future per record, no combinator polling a future per record.
     async fn send_each<'a>(
         &self,
         records: impl Iterator<Item = (&'a OutRecord, Option<OwnedHeaders>)>,
     ) -> Result<(), BusError> {
-        let futures = records.map(|(r, headers)| {
-            let fut = self
-                .inner
-                .send(r.future_with(headers), Timeout::After(self.timeout));
-            async move {
-                fut.await
-                    .map(|_| ())
-                    .map_err(|(source, _)| BusError::Produce {
-                        topic: r.topic.clone(),
-                        source,
-                    })
-            }
-        });
-        for result in join_all(futures).await {
-            result?;
+        let mut deliveries = Vec::with_capacity(records.size_hint().0);
+        for (r, headers) in records {
+            deliveries.push((r, self.hand_over(r.future_with(headers)).await));
         }
-        Ok(())
+        let mut first_error = None;
+        for (r, delivery) in deliveries {
+            if let (Err(source), None) = (acknowledgement(delivery).await, &first_error) {
+                first_error = Some(BusError::Produce {
+                    topic: r.topic.clone(),
+                    source,
+                });
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Hands one record to librdkafka, waiting while its queue is full (at most the
+    /// produce timeout).
+    async fn hand_over(
+        &self,
+        mut record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let started = Instant::now();
+        loop {
+            match self.inner.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if started.elapsed() < self.timeout =>
+                {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
     }
 
     /// Hands every record to the producer and returns without waiting for the broker;
@@ -224,17 +256,11 @@ impl Sending {
 
     /// Waits until every record is acknowledged; the ones that were not, otherwise.
     pub async fn acknowledged(self) -> Result<(), Unsent> {
-        let outcomes = join_all(self.pending.into_iter().map(|(record, delivery)| async {
-            let result = match delivery {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e),
-                    Err(_) => Err(KafkaError::Canceled),
-                },
-                Err(e) => Err(e),
-            };
-            (record, result)
-        }))
+        let outcomes = join_all(
+            self.pending
+                .into_iter()
+                .map(|(record, delivery)| async { (record, acknowledgement(delivery).await) }),
+        )
         .await;
         let mut unsent: Option<Unsent> = None;
         for (record, result) in outcomes {
@@ -253,5 +279,54 @@ impl Sending {
             }
         }
         unsent.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Headers as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn records_wait_for_room_in_a_full_producer_queue_and_all_arrive_in_order() {
+        // librdkafka's in-process mock cluster, and a producer queue of 4 messages.
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let mut config = KafkaConfig::new(&mock.bootstrap_servers(), "producer-test");
+        config
+            .options
+            .insert("queue.buffering.max.messages".into(), "4".into());
+        let producer = Producer::new(&config).unwrap();
+        let records = (0..50)
+            .map(|i: i32| {
+                OutRecord::new("t", Some(b"k"), i.to_string().into_bytes())
+                    .header("n", &i.to_string())
+            })
+            .collect();
+        producer.send_all_once(records).await.unwrap();
+
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "producer-test")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["t"]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        while got.len() < 50 && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let header = m.headers().map(|h| h.get(0));
+                let n = header.and_then(|h| h.value).unwrap_or_default();
+                got.push((m.payload().unwrap().to_vec(), n.to_vec()));
+            }
+        }
+        let expected: Vec<_> = (0..50)
+            .map(|i| (i.to_string().into_bytes(), i.to_string().into_bytes()))
+            .collect();
+        assert_eq!(got, expected);
     }
 }
