@@ -36,18 +36,25 @@ pub fn window_field(kind: &str, ts_ms: i64) -> String {
 /// Calls `f` with [`window_field`], built on the stack (the hot path counts every
 /// item of every impression).
 pub fn with_window_field<R>(kind: &str, ts_ms: i64, f: impl FnOnce(&str) -> R) -> R {
-    let slot = ts_ms.rem_euclid(HOUR_MS) / SLOT_5M_MS;
-    let mut digits = itoa::Buffer::new();
-    let slot = digits.format(slot);
-    let mut buf = [0u8; 64];
-    let len = kind.len() + 1 + slot.len();
+    let mut slot = itoa::Buffer::new();
+    let slot = slot.format(ts_ms.rem_euclid(HOUR_MS) / SLOT_5M_MS);
+    on_stack(&[kind, ":", slot], f)
+}
+
+/// Calls `f` with `parts` joined, on the stack when they fit (the heap otherwise):
+/// for strings built on the hot path only to be looked up.
+fn on_stack<R>(parts: &[&str], f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 192];
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
     if len > buf.len() {
-        return f(&format!("{kind}:{slot}"));
+        return f(&parts.concat());
     }
-    buf[..kind.len()].copy_from_slice(kind.as_bytes());
-    buf[kind.len()] = b':';
-    buf[kind.len() + 1..len].copy_from_slice(slot.as_bytes());
-    f(std::str::from_utf8(&buf[..len]).expect("built from two strs and a byte"))
+    let mut at = 0;
+    for part in parts {
+        buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
+    }
+    f(std::str::from_utf8(&buf[..len]).expect("built from strs"))
 }
 
 /// Builds keys under one prefix.
@@ -125,24 +132,8 @@ impl Keys {
     /// impressed item is counted, mostly in a window the batch already holds.
     pub fn with_item_window<R>(&self, item: &str, ts_ms: i64, f: impl FnOnce(&str) -> R) -> R {
         let mut hour = itoa::Buffer::new();
-        let parts = [
-            self.prefix.as_str(),
-            ":i:",
-            item,
-            ":w:",
-            hour.format(ts_ms.div_euclid(HOUR_MS)),
-        ];
-        let mut buf = [0u8; 192];
-        let len = parts.iter().map(|p| p.len()).sum::<usize>();
-        if len > buf.len() {
-            return f(&parts.concat());
-        }
-        let mut at = 0;
-        for part in parts {
-            buf[at..at + part.len()].copy_from_slice(part.as_bytes());
-            at += part.len();
-        }
-        f(std::str::from_utf8(&buf[..len]).expect("built from strs"))
+        let hour = hour.format(ts_ms.div_euclid(HOUR_MS));
+        on_stack(&[&self.prefix, ":i:", item, ":w:", hour], f)
     }
 
     pub fn item_covisits(&self, item: &str) -> String {
