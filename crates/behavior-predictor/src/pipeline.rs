@@ -389,20 +389,20 @@ impl Processor {
                 cart_empty: session.state.cart_is_empty(),
             });
             let key = self.keys.session(session_id);
-            batch.hset(&key, SESSION_STATE, to_json(&session.state));
-            batch.hset(&key, SESSION_USER, session.user_id.clone());
-            batch.hset(&key, SESSION_LAST_EVENT, session.last_event_id.clone());
+            batch.hset(&key, SESSION_STATE, &to_json(&session.state));
+            batch.hset(&key, SESSION_USER, &session.user_id);
+            batch.hset(&key, SESSION_LAST_EVENT, &session.last_event_id);
             if let Some(ts) = session.published_ts_ms {
-                batch.hset(&key, SESSION_PUBLISHED_TS, ts.to_string());
+                batch.hset_int(&key, SESSION_PUBLISHED_TS, ts);
             }
             batch.expire(&key, s.session_ttl_secs);
         }
         for i in applied.iter().map(|a| a.user_id.as_str()) {
             if let Some(user) = users.remove(i) {
                 let key = self.keys.user(i);
-                batch.hset(&key, USER_HISTORY, to_json(&user.history));
-                batch.hset(&key, USER_SESSION, user.latest_session.clone());
-                batch.hset(&key, USER_ORDERS, to_json(&user.orders));
+                batch.hset(&key, USER_HISTORY, &to_json(&user.history));
+                batch.hset(&key, USER_SESSION, &user.latest_session);
+                batch.hset(&key, USER_ORDERS, &to_json(&user.orders));
                 batch.expire(&key, s.user_ttl_secs);
             }
         }

@@ -5,12 +5,17 @@
 //! Commands whose order matters (cart changes, list pushes) keep their order;
 //! increments are summed per key and field; hash sets keep the last value;
 //! trims and expiries run once per key at the end.
+//!
+//! Keys, fields and values are copied once into one text buffer and found
+//! again through hash tables of indices: planning a batch touches every key
+//! of every event, and one allocation per key and per field (then one free
+//! each) was a large share of ingest's CPU.
 
-use indexmap::IndexMap;
+use std::hash::BuildHasher;
 
-/// Insertion-ordered maps with a fast hasher: batches are built on the hot
-/// path, and keys share long prefixes that make ordered maps compare slowly.
-type Map<V> = IndexMap<String, V, foldhash::fast::RandomState>;
+use hashbrown::HashTable;
+
+type Hasher = foldhash::fast::RandomState;
 
 /// One Redis command as its arguments, e.g. `["HINCRBY", key, field, "1"]`.
 pub type Cmd = Vec<String>;
@@ -66,28 +71,101 @@ enum Trim {
     ZSet(usize),
 }
 
-/// Writes planned for one batch. Maps are keyed by Redis key, then field or
-/// member, so that merging into an existing entry allocates nothing.
+/// A stretch of a batch's text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// Every key, field and value of a batch, one after the other.
+#[derive(Debug, Clone, Default)]
+struct Text(String);
+
+impl Text {
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.0.len();
+        self.0.push_str(s);
+        let offset = |n: usize| u32::try_from(n).expect("a batch's text stays under 4 GiB");
+        Span {
+            start: offset(start),
+            len: offset(s.len()),
+        }
+    }
+
+    fn get(&self, span: Span) -> &str {
+        &self.0[span.start as usize..(span.start + span.len) as usize]
+    }
+}
+
+/// A key the batch writes, and what happens to it once its fields are written.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    key: Span,
+    /// Some field of it is set (one HSET for all of them).
+    hset: bool,
+    trim: Trim,
+    expire: Option<u64>,
+    /// Listed by [`WriteBatch::ttl_keys`].
+    remembered: bool,
+}
+
+/// What is done to a field (or sorted-set member) of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Op {
+    Incr,
+    FloatIncr,
+    ZIncr,
+    Set,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(i64),
+    Float(f64),
+    Text(Span),
+}
+
+/// One field of one key under one operation, with its merged value.
+#[derive(Debug, Clone)]
+struct FieldEntry {
+    key: u32,
+    op: Op,
+    field: Span,
+    value: Value,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OrderedOp {
+    HIncrBy(i64),
+    HDel,
+    LPush,
+}
+
+/// A command whose order matters: `op key arg`.
+#[derive(Debug, Clone)]
+struct Ordered {
+    op: OrderedOp,
+    key: u32,
+    arg: Span,
+}
+
+/// Writes planned for one batch: keys in the order first written, each field
+/// once per operation, so that merging into an existing entry allocates
+/// nothing.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     pub(crate) markers: Vec<Marker>,
     pub(crate) dedup_ttl_secs: u64,
-    ordered: Vec<Cmd>,
-    incr: Map<Map<i64>>,
-    float_incr: Map<Map<f64>>,
-    zincr: Map<Map<f64>>,
-    hset: Map<Map<String>>,
-    trims: Map<Trim>,
-    expire: Map<u64>,
-    ttl_keys: Vec<String>,
-}
-
-/// The entry of `key`, created only when missing.
-fn entry<'a, V: Default>(map: &'a mut Map<V>, key: &str) -> &'a mut V {
-    match map.get_index_of(key) {
-        Some(i) => &mut map[i],
-        None => map.entry(key.to_string()).or_default(),
-    }
+    text: Text,
+    hasher: Hasher,
+    /// Indices into `key_entries`, hashed by key.
+    keys: HashTable<u32>,
+    key_entries: Vec<KeyEntry>,
+    /// Indices into `field_entries`, hashed by (key index, op, field).
+    fields: HashTable<u32>,
+    field_entries: Vec<FieldEntry>,
+    ordered: Vec<Ordered>,
 }
 
 impl WriteBatch {
@@ -108,73 +186,151 @@ impl WriteBatch {
         self.markers.len()
     }
 
+    /// The index of `key`'s entry, created when missing.
+    fn key(&mut self, key: &str) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        let Self {
+            text,
+            hasher,
+            keys,
+            key_entries,
+            ..
+        } = self;
+        let known = |&i: &u32| text.get(key_entries[i as usize].key) == key;
+        if let Some(i) = keys.find(hash, known) {
+            return *i;
+        }
+        let i = key_entries.len() as u32;
+        key_entries.push(KeyEntry {
+            key: text.push(key),
+            hset: false,
+            trim: Trim::None,
+            expire: None,
+            remembered: false,
+        });
+        keys.insert_unique(hash, i, |&j| {
+            hasher.hash_one(text.get(key_entries[j as usize].key))
+        });
+        i
+    }
+
+    fn key_entry(&mut self, key: &str) -> &mut KeyEntry {
+        let i = self.key(key);
+        &mut self.key_entries[i as usize]
+    }
+
+    /// The value of `field` of `key` under `op`, `new` when it was not there.
+    fn value(&mut self, key: &str, op: Op, field: &str, new: Value) -> &mut Value {
+        let k = self.key(key);
+        let hash = self.hasher.hash_one((k, op, field));
+        let Self {
+            text,
+            hasher,
+            fields,
+            field_entries,
+            key_entries,
+            ..
+        } = self;
+        let known = |&i: &u32| {
+            let e = &field_entries[i as usize];
+            e.key == k && e.op == op && text.get(e.field) == field
+        };
+        let i = match fields.find(hash, known) {
+            Some(i) => *i,
+            None => {
+                let i = field_entries.len() as u32;
+                field_entries.push(FieldEntry {
+                    key: k,
+                    op,
+                    field: text.push(field),
+                    value: new,
+                });
+                fields.insert_unique(hash, i, |&j| {
+                    let e = &field_entries[j as usize];
+                    hasher.hash_one((e.key, e.op, text.get(e.field)))
+                });
+                key_entries[k as usize].hset |= op == Op::Set;
+                i
+            }
+        };
+        &mut field_entries[i as usize].value
+    }
+
     pub fn hincr(&mut self, key: &str, field: &str, by: i64) {
-        *entry(entry(&mut self.incr, key), field) += by;
+        if let Value::Int(v) = self.value(key, Op::Incr, field, Value::Int(0)) {
+            *v += by;
+        }
     }
 
     pub fn hincr_float(&mut self, key: &str, field: &str, by: f64) {
-        *entry(entry(&mut self.float_incr, key), field) += by;
+        if let Value::Float(v) = self.value(key, Op::FloatIncr, field, Value::Float(0.0)) {
+            *v += by;
+        }
     }
 
     pub fn zincr(&mut self, key: &str, member: &str, by: f64) {
-        *entry(entry(&mut self.zincr, key), member) += by;
+        if let Value::Float(v) = self.value(key, Op::ZIncr, member, Value::Float(0.0)) {
+            *v += by;
+        }
     }
 
-    pub fn hset(&mut self, key: &str, field: &str, value: impl Into<String>) {
-        let fields = entry(&mut self.hset, key);
-        match fields.get_mut(field) {
-            Some(v) => *v = value.into(),
-            None => {
-                fields.insert(field.to_string(), value.into());
-            }
-        }
+    /// Sets a hash field; the last value set in the batch wins.
+    pub fn hset(&mut self, key: &str, field: &str, value: &str) {
+        let value = Value::Text(self.text.push(value));
+        *self.value(key, Op::Set, field, value) = value;
+    }
+
+    /// [`WriteBatch::hset`] of an integer's decimal form.
+    pub fn hset_int(&mut self, key: &str, field: &str, value: i64) {
+        self.hset(key, field, itoa::Buffer::new().format(value));
+    }
+
+    fn push_ordered(&mut self, op: OrderedOp, key: &str, arg: &str) {
+        let key = self.key(key);
+        let arg = self.text.push(arg);
+        self.ordered.push(Ordered { op, key, arg });
     }
 
     /// A cart-like change whose order relative to deletions matters.
     pub fn hincr_ordered(&mut self, key: &str, field: &str, by: i64) {
-        self.ordered.push(vec![
-            "HINCRBY".into(),
-            key.into(),
-            field.into(),
-            by.to_string(),
-        ]);
+        self.push_ordered(OrderedOp::HIncrBy(by), key, field);
     }
 
     pub fn hdel_ordered(&mut self, key: &str, field: &str) {
-        self.ordered
-            .push(vec!["HDEL".into(), key.into(), field.into()]);
+        self.push_ordered(OrderedOp::HDel, key, field);
     }
 
     /// Pushes to the head of a list kept to its `keep` newest elements.
     pub fn lpush_capped(&mut self, key: &str, value: &str, keep: usize) {
-        self.ordered
-            .push(vec!["LPUSH".into(), key.into(), value.into()]);
-        *entry(&mut self.trims, key) = Trim::List(keep);
+        self.push_ordered(OrderedOp::LPush, key, value);
+        self.key_entry(key).trim = Trim::List(keep);
     }
 
     /// Keeps a sorted set to its `keep` highest-scored members.
     pub fn zcap(&mut self, key: &str, keep: usize) {
-        *entry(&mut self.trims, key) = Trim::ZSet(keep);
+        self.key_entry(key).trim = Trim::ZSet(keep);
     }
 
     /// Gives `key` its TTL and lists it among [`WriteBatch::ttl_keys`], so
     /// that a writer can remember it and skip setting it again for a while.
     pub fn expire_remembered(&mut self, key: &str, secs: u64) {
-        if !self.expire.contains_key(key) {
-            self.ttl_keys.push(key.to_string());
-        }
-        self.expire(key, secs);
+        let e = self.key_entry(key);
+        e.remembered |= e.expire.is_none();
+        e.expire = Some(e.expire.map_or(secs, |s| s.max(secs)));
     }
 
     /// Keys given a TTL by [`WriteBatch::expire_remembered`].
-    pub fn ttl_keys(&self) -> &[String] {
-        &self.ttl_keys
+    pub fn ttl_keys(&self) -> impl Iterator<Item = &str> {
+        self.key_entries
+            .iter()
+            .filter(|e| e.remembered)
+            .map(|e| self.text.get(e.key))
     }
 
     /// Gives `key` a TTL of at least `secs` (the longest asked for wins).
     pub fn expire(&mut self, key: &str, secs: u64) {
-        let e = entry(&mut self.expire, key);
-        *e = (*e).max(secs);
+        let e = self.key_entry(key);
+        e.expire = Some(e.expire.map_or(secs, |s| s.max(secs)));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,63 +338,71 @@ impl WriteBatch {
     }
 
     pub fn command_count(&self) -> usize {
-        let fields = |m: &Map<Map<i64>>| m.values().map(IndexMap::len).sum::<usize>();
-        self.ordered.len()
-            + fields(&self.incr)
-            + self.float_incr.values().map(IndexMap::len).sum::<usize>()
-            + self.zincr.values().map(IndexMap::len).sum::<usize>()
-            + self.hset.len()
-            + self.trims.len()
-            + self.expire.len()
+        let unset = self.field_entries.iter().filter(|e| e.op != Op::Set);
+        let ends = |e: &KeyEntry| {
+            usize::from(e.hset)
+                + usize::from(e.trim != Trim::None)
+                + usize::from(e.expire.is_some())
+        };
+        self.ordered.len() + unset.count() + self.key_entries.iter().map(ends).sum::<usize>()
     }
 
-    /// Every command in execution order (markers excluded), as `(name, args)`.
+    /// Every command in execution order (markers excluded), as `(name, args)`:
+    /// ordered commands, increments, one HSET per key, trims, expiries.
     pub fn for_each_command(&self, mut f: impl FnMut(&str, &[&str])) {
-        for cmd in &self.ordered {
-            let args = cmd[1..].iter().map(String::as_str).collect::<Vec<_>>();
-            f(&cmd[0], &args);
+        let text = &self.text;
+        let key = |i: u32| text.get(self.key_entries[i as usize].key);
+        let mut int = itoa::Buffer::new();
+        let mut float = String::new();
+        for o in &self.ordered {
+            let (k, arg) = (key(o.key), text.get(o.arg));
+            match o.op {
+                OrderedOp::HIncrBy(by) => f("HINCRBY", &[k, arg, int.format(by)]),
+                OrderedOp::HDel => f("HDEL", &[k, arg]),
+                OrderedOp::LPush => f("LPUSH", &[k, arg]),
+            }
         }
-        for (k, fields) in &self.incr {
-            for (field, by) in fields {
-                if *by != 0 {
-                    f("HINCRBY", &[k, field, itoa::Buffer::new().format(*by)]);
+        let mut sets = Vec::new();
+        for (n, e) in self.field_entries.iter().enumerate() {
+            let (k, field) = (key(e.key), text.get(e.field));
+            match (e.op, e.value) {
+                (Op::Incr, Value::Int(by)) if by != 0 => f("HINCRBY", &[k, field, int.format(by)]),
+                (Op::FloatIncr, Value::Float(by)) => {
+                    f("HINCRBYFLOAT", &[k, field, fmt_float(by, &mut float)])
                 }
+                (Op::ZIncr, Value::Float(by)) => {
+                    f("ZINCRBY", &[k, fmt_float(by, &mut float), field])
+                }
+                (Op::Set, _) => sets.push((e.key, n)),
+                _ => {}
             }
         }
-        for (k, fields) in &self.float_incr {
-            for (field, by) in fields {
-                f("HINCRBYFLOAT", &[k, field, &fmt_float(*by)]);
-            }
-        }
-        for (k, members) in &self.zincr {
-            for (member, by) in members {
-                f("ZINCRBY", &[k, &fmt_float(*by), member]);
-            }
-        }
-        for (k, fields) in &self.hset {
-            let mut args = Vec::with_capacity(1 + fields.len() * 2);
-            args.push(k.as_str());
-            for (field, v) in fields {
-                args.push(field);
-                args.push(v);
+        // Fields set on one key, in the order first set, as one command.
+        sets.sort_unstable();
+        let mut args = Vec::new();
+        for group in sets.chunk_by(|a, b| a.0 == b.0) {
+            args.clear();
+            args.push(key(group[0].0));
+            for &(_, n) in group {
+                let e = &self.field_entries[n];
+                if let Value::Text(v) = e.value {
+                    args.extend([text.get(e.field), text.get(v)]);
+                }
             }
             f("HSET", &args);
         }
-        for (k, trim) in &self.trims {
-            match *trim {
-                Trim::List(keep) => f(
-                    "LTRIM",
-                    &[k, "0", itoa::Buffer::new().format(keep as i64 - 1)],
-                ),
-                Trim::ZSet(keep) => f(
-                    "ZREMRANGEBYRANK",
-                    &[k, "0", itoa::Buffer::new().format(-(keep as i64) - 1)],
-                ),
+        for e in &self.key_entries {
+            let k = text.get(e.key);
+            match e.trim {
+                Trim::List(keep) => f("LTRIM", &[k, "0", int.format(keep as i64 - 1)]),
+                Trim::ZSet(keep) => f("ZREMRANGEBYRANK", &[k, "0", int.format(-(keep as i64) - 1)]),
                 Trim::None => {}
             }
         }
-        for (k, secs) in &self.expire {
-            f("EXPIRE", &[k, itoa::Buffer::new().format(*secs)]);
+        for e in &self.key_entries {
+            if let Some(secs) = e.expire {
+                f("EXPIRE", &[text.get(e.key), int.format(secs)]);
+            }
         }
     }
 
@@ -263,13 +427,16 @@ impl WriteBatch {
     }
 }
 
-/// Shortest exact decimal form, as Redis accepts it.
-fn fmt_float(v: f64) -> String {
+/// Shortest exact decimal form, as Redis accepts it, written into `buf`.
+fn fmt_float(v: f64, buf: &mut String) -> &str {
+    use std::fmt::Write;
+    buf.clear();
     if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        buf.push_str(itoa::Buffer::new().format(v as i64));
     } else {
-        format!("{v}")
+        write!(buf, "{v}").expect("writing to a String");
     }
+    buf
 }
 
 #[cfg(test)]
@@ -301,6 +468,75 @@ mod tests {
                 vec!["EXPIRE", "k", "20"],
             ]
         );
+    }
+
+    /// Writes one by one on `to`, each in a batch of its own, and merged into `all`.
+    fn random_writes(all: &mut WriteBatch, to: &crate::MemoryStore) {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..5_000 {
+            // Long shared prefixes, as real keys have.
+            let (op, k, f, by) = (next(7), next(40), next(12), next(5) as i64 + 1);
+            let hash = format!("prefix:with:a:long:stem:h{k}");
+            let mut one = WriteBatch::new(60);
+            for b in [&mut *all, &mut one] {
+                match op {
+                    0 | 1 => b.hincr(&hash, &format!("c{f}"), by),
+                    2 => b.hincr_float(&hash, &format!("f{f}"), by as f64 / 2.0),
+                    3 => b.hset(&hash, &format!("s{f}"), &format!("v{by}")),
+                    4 => b.zincr(&format!("z{k}"), &format!("m{f}"), by as f64),
+                    5 => b.lpush_capped(&format!("l{k}"), &format!("e{f}"), 5),
+                    _ => b.hincr_ordered(&format!("cart{k}"), &format!("i{f}"), by),
+                }
+                if f == 0 {
+                    b.expire(&hash, 100);
+                }
+            }
+            assert_eq!(to.apply(&one), crate::ApplyOutcome::Applied);
+        }
+    }
+
+    #[test]
+    fn a_merged_batch_has_the_effect_of_its_writes_one_by_one() {
+        use crate::{MemoryStore, Read, Reply};
+        let (merged, single) = (MemoryStore::new(10_000), MemoryStore::new(10_000));
+        let mut all = WriteBatch::new(60);
+        random_writes(&mut all, &single);
+        // Ordered writes (about 1,400) stay; the rest become one command per key and
+        // field (at most 40 · 37 and one HSET, trim or expiry per key).
+        assert!(all.command_count() < 3_000, "{}", all.command_count());
+        assert_eq!(all.command_count(), all.commands().len());
+        assert_eq!(merged.apply(&all), crate::ApplyOutcome::Applied);
+
+        let sorted = |r: Reply| match r {
+            Reply::Hash(mut h) => {
+                h.sort();
+                Reply::Hash(h)
+            }
+            r => r,
+        };
+        for k in 0..40 {
+            let hash = format!("prefix:with:a:long:stem:h{k}");
+            let reads = [
+                Read::HGetAll(hash.clone()),
+                Read::ZRevRange(format!("z{k}"), 0, -1),
+                Read::LRange(format!("l{k}"), 0, -1),
+                Read::HGetAll(format!("cart{k}")),
+            ];
+            let (a, b) = (merged.read(&reads), single.read(&reads));
+            assert_ne!(a[0], Reply::Hash(Vec::new()), "{hash} was written");
+            assert_eq!(
+                a.into_iter().map(sorted).collect::<Vec<_>>(),
+                b.into_iter().map(sorted).collect::<Vec<_>>(),
+                "key {k}"
+            );
+            assert_eq!(merged.ttl(&hash), single.ttl(&hash), "{hash}");
+        }
     }
 
     #[test]

@@ -50,27 +50,15 @@ impl UserState {
     }
 
     fn write(&self, wb: &mut WriteBatch, key: &str) {
-        wb.hset(
-            key,
-            state_field::NEWEST,
-            self.clock.newest_ts_ms.to_string(),
-        );
-        wb.hset(key, state_field::SESSION_ID, self.clock.session_id.clone());
-        wb.hset(
-            key,
-            state_field::SESSION_START,
-            self.clock.session_start_ms.to_string(),
-        );
-        wb.hset(
-            key,
-            state_field::SESSION_LAST,
-            self.clock.session_last_ms.to_string(),
-        );
-        wb.hset(key, state_field::LAST_QUERY, self.last_query.clone());
+        wb.hset_int(key, state_field::NEWEST, self.clock.newest_ts_ms);
+        wb.hset(key, state_field::SESSION_ID, &self.clock.session_id);
+        wb.hset_int(key, state_field::SESSION_START, self.clock.session_start_ms);
+        wb.hset_int(key, state_field::SESSION_LAST, self.clock.session_last_ms);
+        wb.hset(key, state_field::LAST_QUERY, &self.last_query);
         wb.hset(
             key,
             state_field::SESSION_ITEMS,
-            pack_list(&self.session_items),
+            &pack_list(&self.session_items),
         );
     }
 }
@@ -120,8 +108,8 @@ impl FeatureWriter<'_> {
         let session = k.session(sid);
         wb.hincr(&session, kind, 1);
         wb.hincr(&session, "events", 1);
-        wb.hset(&session, "start", state.clock.session_start_ms.to_string());
-        wb.hset(&session, "last", state.clock.session_last_ms.to_string());
+        wb.hset_int(&session, "start", state.clock.session_start_ms);
+        wb.hset_int(&session, "last", state.clock.session_last_ms);
         self.expire(wb, &session, s.session_ttl_secs);
 
         match &event.payload {
@@ -130,7 +118,7 @@ impl FeatureWriter<'_> {
                 wb.hincr(&q, "searches", 1);
                 self.expire(wb, &q, s.query_ttl_secs);
                 state.last_query = search.query.clone();
-                wb.hset(&session, "lastq", search.query.clone());
+                wb.hset(&session, "lastq", &search.query);
             }
             Some(Payload::Impression(imp)) => {
                 for item in &imp.item_ids {
@@ -202,7 +190,7 @@ impl FeatureWriter<'_> {
     pub fn item_event(&self, wb: &mut WriteBatch, item: &pb::Item) {
         let key = self.keys.item(&item.item_id);
         for (field, value) in catalog_fields(item) {
-            wb.hset(&key, field, value);
+            wb.hset(&key, field, &value);
         }
         wb.expire(&key, self.settings.item_ttl_secs);
     }

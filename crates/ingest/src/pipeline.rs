@@ -123,7 +123,12 @@ impl Processor {
                 ApplyOutcome::Applied => {
                     let applied = Instant::now();
                     for key in wb.ttl_keys() {
-                        self.ttl_set.put(key.clone(), applied);
+                        match self.ttl_set.get_mut(key) {
+                            Some(set) => *set = applied,
+                            None => {
+                                self.ttl_set.put(key.to_owned(), applied);
+                            }
+                        }
                     }
                     tracing::debug!(
                         messages = batch.len(),
