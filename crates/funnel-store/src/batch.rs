@@ -17,6 +17,9 @@ use hashbrown::HashTable;
 
 type Hasher = foldhash::fast::RandomState;
 
+/// A cleared batch whose text grew beyond this starts afresh instead.
+const KEPT_TEXT_BYTES: usize = 4 << 20;
+
 /// One Redis command as its arguments, e.g. `["HINCRBY", key, field, "1"]`.
 pub type Cmd = Vec<String>;
 
@@ -174,6 +177,22 @@ impl WriteBatch {
             dedup_ttl_secs,
             ..WriteBatch::default()
         }
+    }
+
+    /// Empties the batch for the next one. Its buffers are kept (up to a
+    /// bound), so that a steady stream of batches stops allocating them.
+    pub fn clear(&mut self) {
+        if self.text.0.capacity() > KEPT_TEXT_BYTES {
+            *self = WriteBatch::new(self.dedup_ttl_secs);
+            return;
+        }
+        self.markers.clear();
+        self.text.0.clear();
+        self.keys.clear();
+        self.key_entries.clear();
+        self.fields.clear();
+        self.field_entries.clear();
+        self.ordered.clear();
     }
 
     /// Records the marker of one event. `value` starts with `origin|` (the
@@ -537,6 +556,27 @@ mod tests {
             );
             assert_eq!(merged.ttl(&hash), single.ttl(&hash), "{hash}");
         }
+    }
+
+    #[test]
+    fn a_cleared_batch_plans_like_a_new_one() {
+        let write = |b: &mut WriteBatch, n: i64| {
+            b.hincr("k", "click", n);
+            b.hset("h", "f", &format!("v{n}"));
+            b.lpush_capped("l", "a", 3);
+            b.expire_remembered("k", 60);
+        };
+        let mut reused = WriteBatch::new(60);
+        write(&mut reused, 1);
+        reused.marker("d:e1".into(), "t/0/1|s".into(), MarkerState::Fresh);
+        reused.clear();
+        assert!(reused.is_empty());
+        write(&mut reused, 2);
+        let mut fresh = WriteBatch::new(60);
+        write(&mut fresh, 2);
+        assert_eq!(reused.commands(), fresh.commands());
+        assert_eq!(reused.ttl_keys().collect::<Vec<_>>(), ["k"]);
+        assert_eq!(reused.dedup_ttl_secs, 60);
     }
 
     #[test]

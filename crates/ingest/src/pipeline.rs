@@ -62,6 +62,8 @@ pub struct Processor {
     writer: Writer,
     items: LruCache<String, ItemInfo>,
     ttl_set: LruCache<String, Instant>,
+    /// The last batch's writes, cleared and reused for the next.
+    spare: WriteBatch,
     metrics: Metrics,
 }
 
@@ -83,6 +85,7 @@ impl Processor {
             ..Limits::default()
         };
         let cache = NonZeroUsize::new(settings.item_cache_size).unwrap_or(NonZeroUsize::MIN);
+        let spare = WriteBatch::new(settings.dedup_window_secs);
         Processor {
             keys,
             settings,
@@ -92,6 +95,7 @@ impl Processor {
             writer: store.writer(),
             items: LruCache::new(cache),
             ttl_set: LruCache::new(NonZeroUsize::new(TTL_KEYS).expect("non-zero")),
+            spare,
             metrics,
         }
     }
@@ -119,10 +123,12 @@ impl Processor {
             let parsed = parsed.take().unwrap_or_else(|| parse(self));
             let (wb, out) = self.plan(batch, parsed, now_ms).await?;
             let planned = started.elapsed();
-            match self.writer.apply(&wb).await? {
+            let outcome = self.writer.apply(&wb).await;
+            self.spare = wb;
+            match outcome? {
                 ApplyOutcome::Applied => {
                     let applied = Instant::now();
-                    for key in wb.ttl_keys() {
+                    for key in self.spare.ttl_keys() {
                         match self.ttl_set.get_mut(key) {
                             Some(set) => *set = applied,
                             None => {
@@ -132,7 +138,7 @@ impl Processor {
                     }
                     tracing::debug!(
                         messages = batch.len(),
-                        commands = wb.command_count(),
+                        commands = self.spare.command_count(),
                         plan_ms = planned.as_secs_f64() * 1e3,
                         apply_ms = (started.elapsed() - planned).as_secs_f64() * 1e3,
                         "batch written"
@@ -288,7 +294,9 @@ impl Processor {
             Some(reply @ funnel_store::Reply::Fields(_)) => std::mem::take(reply).into_fields(),
             _ => Vec::new(),
         };
-        let mut wb = WriteBatch::new(self.settings.dedup_window_secs);
+        let fresh = WriteBatch::new(self.settings.dedup_window_secs);
+        let mut wb = std::mem::replace(&mut self.spare, fresh);
+        wb.clear();
         let mut out = BatchOutput::default();
         // Event ids applied by this batch: a second copy in it is a duplicate.
         let mut seen: std::collections::HashSet<String> = Default::default();
@@ -348,18 +356,24 @@ impl Processor {
                         known_items.insert(item.item_id.clone(), info.clone());
                         self.items.put(item.item_id.clone(), info);
                     } else {
-                        let state = states.entry(event.user_id.clone()).or_default();
-                        let explicit =
-                            (!event.session_id.is_empty()).then(|| event.session_id.clone());
+                        // Every user of the batch was read; one not found is new.
+                        if !states.contains_key(&event.user_id) {
+                            states.insert(event.user_id.clone(), UserState::default());
+                        }
+                        let state = states.get_mut(&event.user_id).expect("inserted above");
+                        let explicit = (!event.session_id.is_empty()).then_some(&*event.session_id);
                         let assignment = self.rules.assign(
                             &mut state.clock,
                             &event.user_id,
                             event.ts_ms,
-                            explicit.as_deref(),
+                            explicit,
                         );
                         event.session_id = assignment.session_id;
                         event.session_assigned = assignment.assigned;
                         for item in referenced_items(&event) {
+                            if known_items.contains_key(item) {
+                                continue;
+                            }
                             if let Some(info) = self.items.get(item) {
                                 known_items.insert(item.to_string(), info.clone());
                             }
