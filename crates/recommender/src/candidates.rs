@@ -61,12 +61,13 @@ impl Source {
 
 /// One candidate and the sources that produced it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub item: String,
+pub struct Candidate<'a> {
+    /// Borrowed from what the sources read (the request's lists, the catalog).
+    pub item: &'a str,
     sources: u8,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     pub fn sources(&self) -> impl Iterator<Item = Source> + '_ {
         Source::ALL
             .into_iter()
@@ -80,15 +81,15 @@ impl Candidate {
 
 /// Candidates in the order sources produced them, at most `max`.
 #[derive(Debug, Default)]
-pub struct Candidates {
-    pub list: Vec<Candidate>,
-    index: HashMap<String, usize>,
+pub struct Candidates<'a> {
+    pub list: Vec<Candidate<'a>>,
+    index: FastMap<&'a str, usize>,
     max: usize,
     /// Items each source produced (also those already produced by another).
     pub produced: HashMap<Source, usize>,
 }
 
-impl Candidates {
+impl<'a> Candidates<'a> {
     pub fn new(max: usize) -> Self {
         Candidates {
             max,
@@ -97,7 +98,7 @@ impl Candidates {
     }
 
     /// Adds `items` of `source` (best first), up to `limit` of them.
-    fn add<'a>(&mut self, source: Source, items: impl IntoIterator<Item = &'a str>, limit: usize) {
+    fn add(&mut self, source: Source, items: impl IntoIterator<Item = &'a str>, limit: usize) {
         let mut n = 0;
         for item in items {
             if n == limit {
@@ -106,9 +107,9 @@ impl Candidates {
             match self.index.get(item) {
                 Some(at) => self.list[*at].sources |= source.bit(),
                 None if self.list.len() < self.max => {
-                    self.index.insert(item.to_owned(), self.list.len());
+                    self.index.insert(item, self.list.len());
                     self.list.push(Candidate {
-                        item: item.to_owned(),
+                        item,
                         sources: source.bit(),
                     });
                 }
@@ -170,7 +171,7 @@ pub struct SourceData<'a, L: ItemLookup> {
     pub index_per_key: usize,
 }
 
-impl<L: ItemLookup> SourceData<'_, L> {
+impl<'a, L: ItemLookup> SourceData<'a, L> {
     fn is_new(&self, item: &str) -> bool {
         self.catalog
             .items
@@ -178,7 +179,7 @@ impl<L: ItemLookup> SourceData<'_, L> {
             .is_some_and(|e| e.first_seen_ms >= self.new_since_ms)
     }
 
-    fn popular(&self) -> Vec<&str> {
+    fn popular(&self) -> Vec<&'a str> {
         let p = self.popularity;
         let mut categories: Vec<&str> = Vec::new();
         let context = self.inputs.context_item.as_deref();
@@ -207,7 +208,7 @@ impl<L: ItemLookup> SourceData<'_, L> {
         interleave(&lists)
     }
 
-    fn embedding(&self) -> Vec<&str> {
+    fn embedding(&self) -> Vec<&'a str> {
         let Some(e) = self.embeddings else {
             return Vec::new();
         };
@@ -221,8 +222,9 @@ impl<L: ItemLookup> SourceData<'_, L> {
         ranked(scores)
     }
 
-    fn content(&self) -> Vec<&str> {
-        let items = &self.catalog.items;
+    fn content(&self) -> Vec<&'a str> {
+        let catalog: &'a CatalogData = self.catalog;
+        let items = &catalog.items;
         let anchors: Vec<&str> = self.prepared.covis_anchors().map(|(a, _)| a).collect();
         if anchors.is_empty() {
             // Cold start: the newest items of the trending items' categories.
@@ -236,7 +238,7 @@ impl<L: ItemLookup> SourceData<'_, L> {
             }
             let pools: Vec<_> = leaves
                 .iter()
-                .filter_map(|l| self.catalog.by_leaf.get(*l))
+                .filter_map(|l| catalog.by_leaf.get(*l))
                 .collect();
             let longest = pools.iter().map(|p| p.len()).max().unwrap_or(0);
             return (0..longest)
@@ -255,11 +257,11 @@ impl<L: ItemLookup> SourceData<'_, L> {
             let words = r
                 .tokens
                 .iter()
-                .filter_map(|t| self.catalog.by_token.get(t))
+                .filter_map(|t| catalog.by_token.get(t))
                 .filter(|pool| pool.len() < self.index_per_key);
             let pools = [
-                self.catalog.by_leaf.get(&r.category),
-                self.catalog.by_brand.get(&r.brand),
+                catalog.by_leaf.get(&r.category),
+                catalog.by_brand.get(&r.brand),
             ]
             .into_iter()
             .flatten()
@@ -280,7 +282,7 @@ impl<L: ItemLookup> SourceData<'_, L> {
     }
 
     /// Every source's candidates, in source order, within `limits`.
-    pub fn generate(&self, limits: &CandidateLimits) -> Candidates {
+    pub fn generate(&self, limits: &CandidateLimits) -> Candidates<'a> {
         let mut c = Candidates::new(limits.total_max);
         let inputs = self.inputs;
         c.add(

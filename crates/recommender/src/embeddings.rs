@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context as _, ensure};
+
+use crate::features::FastMap;
 use serde::Deserialize;
 
 /// The card's fields this code reads.
@@ -34,7 +36,7 @@ pub const ITEMS_FILE: &str = "items.txt";
 pub struct Embeddings {
     pub version: String,
     dim: usize,
-    rows: HashMap<String, usize>,
+    rows: FastMap<String, usize>,
     ids: Vec<String>,
     vectors: Vec<f32>,
     /// Row → neighbour rows with their inner product, best first (itself excluded).

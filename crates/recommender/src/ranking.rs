@@ -228,7 +228,7 @@ impl Engine {
             .list
             .iter()
             .filter(|c| {
-                let drop = rules.drop_reason(&c.item, view.item(&c.item), &limits);
+                let drop = rules.drop_reason(c.item, view.item(c.item), &limits);
                 if let Some(d) = drop {
                     self.metrics.rule_drops(d.label()).inc();
                 }
@@ -241,7 +241,7 @@ impl Engine {
 
         let rows: Vec<RankerRow> = kept
             .iter()
-            .map(|c| prepared.row(&c.item, c.source_count()))
+            .map(|c| prepared.row(c.item, c.source_count()))
             .collect();
         let scores = match model {
             Some(model) => score_rows(model, &rows)?,
@@ -252,14 +252,14 @@ impl Engine {
             .zip(scores)
             .enumerate()
             .filter_map(|(n, (c, score))| {
-                let entry = data.items.get(&c.item)?;
+                let entry = data.items.get(c.item)?;
                 let boost = rules.boost(&entry.record, entry.first_seen_ms >= new_since_ms);
                 Some((n, (f64::from(score) * boost) as f32, &entry.record))
             })
             .collect();
         scored.sort_by(|a, b| {
             b.1.total_cmp(&a.1)
-                .then_with(|| kept[a.0].item.cmp(&kept[b.0].item))
+                .then_with(|| kept[a.0].item.cmp(kept[b.0].item))
         });
         let top = rules.diversify(scored.into_iter().map(|(n, s, r)| ((n, s), r)), ask.count);
         let items = top
@@ -270,7 +270,7 @@ impl Engine {
                     self.metrics.served(s).inc();
                 }
                 Ranked {
-                    item: kept[n].item.clone(),
+                    item: kept[n].item.to_owned(),
                     score,
                     sources,
                 }
