@@ -331,14 +331,21 @@ impl WriteBatch {
     }
 
     /// Gives `key` its TTL and lists it among [`WriteBatch::ttl_keys`], so
-    /// that a writer can remember it and skip setting it again for a while.
-    pub fn expire_remembered(&mut self, key: &str, secs: u64) {
-        let e = self.key_entry(key);
-        e.remembered |= e.expire.is_none();
-        e.expire = Some(e.expire.map_or(secs, |s| s.max(secs)));
+    /// that a writer can remember it and skip setting it again for a while;
+    /// unless the batch gives it a TTL already (the first one stands), or
+    /// `known(key)` says that the TTL is set. `known` is asked only about keys
+    /// the batch has no TTL for: most keys recur within a batch.
+    pub fn expire_unless(&mut self, key: &str, secs: u64, known: impl FnOnce(&str) -> bool) {
+        let i = self.key(key);
+        let e = &mut self.key_entries[i as usize];
+        if e.expire.is_some() || known(key) {
+            return;
+        }
+        e.expire = Some(secs);
+        e.remembered = true;
     }
 
-    /// Keys given a TTL by [`WriteBatch::expire_remembered`].
+    /// Keys given a TTL by [`WriteBatch::expire_unless`].
     pub fn ttl_keys(&self) -> impl Iterator<Item = &str> {
         self.key_entries
             .iter()
@@ -564,7 +571,7 @@ mod tests {
             b.hincr("k", "click", n);
             b.hset("h", "f", &format!("v{n}"));
             b.lpush_capped("l", "a", 3);
-            b.expire_remembered("k", 60);
+            b.expire_unless("k", 60, |_| false);
         };
         let mut reused = WriteBatch::new(60);
         write(&mut reused, 1);
@@ -577,6 +584,22 @@ mod tests {
         assert_eq!(reused.commands(), fresh.commands());
         assert_eq!(reused.ttl_keys().collect::<Vec<_>>(), ["k"]);
         assert_eq!(reused.dedup_ttl_secs, 60);
+    }
+
+    #[test]
+    fn a_ttl_is_given_once_per_batch_and_only_to_keys_not_known_to_have_one() {
+        let mut b = WriteBatch::new(60);
+        let mut asked = Vec::new();
+        for (key, secs) in [("a", 10), ("b", 10), ("a", 20), ("b", 20)] {
+            b.expire_unless(key, secs, |k| {
+                asked.push(k.to_owned());
+                k == "b"
+            });
+        }
+        // "a" is asked about once (then the batch has its TTL); "b" each time.
+        assert_eq!(asked, ["a", "b", "b"]);
+        assert_eq!(b.commands(), vec![vec!["EXPIRE", "a", "10"]]);
+        assert_eq!(b.ttl_keys().collect::<Vec<_>>(), ["a"]);
     }
 
     #[test]

@@ -251,17 +251,16 @@ impl FeatureWriter<'_> {
     /// EXPIRE per interval instead of one per batch.
     fn expire(&self, wb: &mut WriteBatch, key: &str, secs: u64) {
         let refresh = Duration::from_secs(secs / 8).min(TTL_REFRESH_MAX);
-        match self.ttl_set.peek(key) {
-            Some(set) if self.now.saturating_duration_since(*set) < refresh => {}
-            _ => wb.expire_remembered(key, secs),
-        }
+        wb.expire_unless(key, secs, |key| {
+            self.ttl_set
+                .peek(key)
+                .is_some_and(|set| self.now.saturating_duration_since(*set) < refresh)
+        });
     }
 
     /// A TTL fixed at the key's creation (a time bucket): set once.
     fn expire_fixed(&self, wb: &mut WriteBatch, key: &str, secs: u64) {
-        if !self.ttl_set.contains(key) {
-            wb.expire_remembered(key, secs);
-        }
+        wb.expire_unless(key, secs, |key| self.ttl_set.contains(key));
     }
 
     /// Adds `weight` to the item in its category and every ancestor category.
