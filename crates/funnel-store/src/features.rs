@@ -92,14 +92,17 @@ impl FeatureReader {
             let items = dedupe(more.next().unwrap_or_default().into_list(), RECENT_ITEMS);
             let start_ts_ms = take_i64(&mut h, "start");
             let last_ts_ms = take_i64(&mut h, "last");
-            let event_count = take_i64(&mut h, "events");
             let last_query = h.remove("lastq").unwrap_or_default();
+            // The counts by type add up to the session's events; a total written by an
+            // older ingest is the same number.
+            h.remove("events");
+            let counts = int_map(h);
             Some(pb::SessionFeatures {
                 session_id: sid,
                 start_ts_ms,
                 last_ts_ms,
-                event_count,
-                counts: int_map(h),
+                event_count: counts.values().sum(),
+                counts,
                 last_query,
                 item_ids: items,
             })
@@ -302,4 +305,29 @@ fn dedupe(items: Vec<String>, max: usize) -> Vec<String> {
         .filter(|i| seen.insert(i.clone()))
         .take(max)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryStore, WriteBatch};
+
+    #[tokio::test]
+    async fn a_sessions_event_count_is_the_sum_of_its_counts_by_type() {
+        let memory = MemoryStore::new(100);
+        let keys = Keys::new("p");
+        let mut b = WriteBatch::new(60);
+        b.hset(&keys.user_state("u"), state_field::SESSION_ID, "s1");
+        b.hincr(&keys.session("s1"), "click", 3);
+        b.hincr(&keys.session("s1"), "search", 2);
+        b.hset_int(&keys.session("s1"), "start", 1_000);
+        // The total an older ingest also wrote is not counted again.
+        b.hincr(&keys.session("s1"), "events", 5);
+        memory.apply(&b);
+        let reader = FeatureReader::new(Store::Memory(memory), keys);
+        let session = reader.user("u").await.unwrap().session.unwrap();
+        assert_eq!(session.event_count, 5);
+        assert_eq!(session.counts.len(), 2, "{:?}", session.counts);
+        assert_eq!(session.start_ts_ms, 1_000);
+    }
 }

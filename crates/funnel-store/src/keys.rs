@@ -9,7 +9,7 @@
 //! | `P:u:{user}:recent` | list | recent item ids, newest first | user TTL |
 //! | `P:u:{user}:cats` | list | recent categories, newest first | user TTL |
 //! | `P:u:{user}:cart` | hash | item id → quantity | user TTL |
-//! | `P:s:{session}` | hash | counts by type, events, start, last, lastq | session TTL |
+//! | `P:s:{session}` | hash | counts by type (their sum is the session's events), start, last, lastq | session TTL |
 //! | `P:s:{session}:items` | list | items clicked or carted | session TTL |
 //! | `P:i:{item}` | hash | catalog record | catalog TTL |
 //! | `P:i:{item}:w:{hour}` | hash | `{kind}:{5-minute slot of the hour}` → count, kinds impression/click/cart/order | 25 h |

@@ -107,7 +107,6 @@ impl FeatureWriter<'_> {
 
         let session = k.session(sid);
         wb.hincr(&session, kind, 1);
-        wb.hincr(&session, "events", 1);
         wb.hset_int(&session, "start", state.clock.session_start_ms);
         wb.hset_int(&session, "last", state.clock.session_last_ms);
         self.expire(wb, &session, s.session_ttl_secs);
