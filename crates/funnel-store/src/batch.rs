@@ -87,12 +87,12 @@ struct Text(String);
 
 impl Text {
     fn push(&mut self, s: &str) -> Span {
-        let start = self.0.len();
-        self.0.push_str(s);
         let offset = |n: usize| u32::try_from(n).expect("a batch's text stays under 4 GiB");
+        let start = offset(self.0.len());
+        self.0.push_str(s);
         Span {
-            start: offset(start),
-            len: offset(s.len()),
+            start,
+            len: offset(self.0.len()) - start,
         }
     }
 

@@ -356,7 +356,8 @@ impl Processor {
                         known_items.insert(item.item_id.clone(), info.clone());
                         self.items.put(item.item_id.clone(), info);
                     } else {
-                        // Every user of the batch was read; one not found is new.
+                        // `states` holds every user the batch read (the insert is a
+                        // fallback); `entry` would copy the id for every event.
                         if !states.contains_key(&event.user_id) {
                             states.insert(event.user_id.clone(), UserState::default());
                         }

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context as _, ensure};
+use serde::Deserialize;
 
 use crate::features::FastMap;
-use serde::Deserialize;
 
 /// The card's fields this code reads.
 #[derive(Debug, Deserialize)]
