@@ -17,8 +17,10 @@ use hashbrown::HashTable;
 
 type Hasher = foldhash::fast::RandomState;
 
-/// A cleared batch whose text grew beyond this starts afresh instead.
+/// A cleared batch whose text or entries grew beyond these starts afresh
+/// instead of keeping the buffers of one outsized batch.
 const KEPT_TEXT_BYTES: usize = 4 << 20;
+const KEPT_ENTRIES: usize = 1 << 17;
 
 /// One Redis command as its arguments, e.g. `["HINCRBY", key, field, "1"]`.
 pub type Cmd = Vec<String>;
@@ -182,7 +184,13 @@ impl WriteBatch {
     /// Empties the batch for the next one. Its buffers are kept (up to a
     /// bound), so that a steady stream of batches stops allocating them.
     pub fn clear(&mut self) {
-        if self.text.0.capacity() > KEPT_TEXT_BYTES {
+        let entries = [
+            self.key_entries.capacity(),
+            self.field_entries.capacity(),
+            self.ordered.capacity(),
+            self.markers.capacity(),
+        ];
+        if self.text.0.capacity() > KEPT_TEXT_BYTES || entries.iter().any(|n| *n > KEPT_ENTRIES) {
             *self = WriteBatch::new(self.dedup_ttl_secs);
             return;
         }
@@ -584,6 +592,25 @@ mod tests {
         assert_eq!(reused.commands(), fresh.commands());
         assert_eq!(reused.ttl_keys().collect::<Vec<_>>(), ["k"]);
         assert_eq!(reused.dedup_ttl_secs, 60);
+    }
+
+    #[test]
+    fn a_cleared_outsized_batch_gives_its_buffers_back() {
+        let mut b = WriteBatch::new(60);
+        for i in 0..KEPT_ENTRIES + 1 {
+            b.hincr("k", itoa::Buffer::new().format(i), 1);
+        }
+        b.clear();
+        assert_eq!(b.field_entries.capacity(), 0);
+        assert_eq!(b.dedup_ttl_secs, 60);
+        b.hincr("k", "f", 1);
+        b.clear();
+        b.hincr("k", "f", 2);
+        assert!(
+            b.field_entries.capacity() > 0,
+            "a small batch keeps its buffers"
+        );
+        assert_eq!(b.commands(), vec![vec!["HINCRBY", "k", "f", "2"]]);
     }
 
     #[test]
