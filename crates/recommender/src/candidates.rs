@@ -172,13 +172,6 @@ pub struct SourceData<'a, L: ItemLookup> {
 }
 
 impl<'a, L: ItemLookup> SourceData<'a, L> {
-    fn is_new(&self, item: &str) -> bool {
-        self.catalog
-            .items
-            .get(item)
-            .is_some_and(|e| e.first_seen_ms >= self.new_since_ms)
-    }
-
     fn popular(&self) -> Vec<&'a str> {
         let p = self.popularity;
         let mut categories: Vec<&str> = Vec::new();
@@ -271,10 +264,11 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
                     if item == anchor || scores.contains_key(item.as_str()) {
                         continue;
                     }
-                    let sim = content_similarity(Some(r), items.get(item).map(|e| &e.record));
+                    let entry = items.get(item);
+                    let sim = content_similarity(Some(r), entry.map(|e| &e.record));
                     // New items first: they have no interactions for the other sources.
-                    let bonus = if self.is_new(item) { 1.0 } else { 0.0 };
-                    scores.insert(item, sim + bonus);
+                    let new = entry.is_some_and(|e| e.first_seen_ms >= self.new_since_ms);
+                    scores.insert(item, sim + if new { 1.0 } else { 0.0 });
                 }
             }
         }

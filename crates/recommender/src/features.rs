@@ -429,8 +429,17 @@ impl<L: ItemLookup> Prepared<'_, L> {
 
     /// The row of `candidate`, produced by `n_sources` distinct sources.
     pub fn row(&self, candidate: &str, n_sources: usize) -> RankerRow {
+        self.row_of(candidate, self.lookup.item(candidate), n_sources)
+    }
+
+    /// [`Prepared::row`] with the candidate's catalog record already looked up.
+    pub fn row_of(
+        &self,
+        candidate: &str,
+        item: Option<&ItemRecord>,
+        n_sources: usize,
+    ) -> RankerRow {
         let lookup = self.lookup;
-        let item = lookup.item(candidate);
         let mut f = [0.0_f64; FEATURE_COUNT];
         f[self.inputs.scenario.column()] = 1.0;
         f[COVIS] = neighbour_score(&self.covis.0, self.covis.1, candidate);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use funnel_model::{LoadOptions, Model, ModelHandle};
 use ndarray::Array2;
 
-use crate::candidates::{Source, SourceData};
-use crate::catalog::{Catalog, CatalogData, Popularity};
+use crate::candidates::{Candidate, Source, SourceData};
+use crate::catalog::{Catalog, CatalogData, CatalogEntry, Popularity};
 use crate::config::{CandidateLimits, ExperimentConfig};
 use crate::embeddings::Embeddings;
 use crate::features::{
@@ -20,7 +20,7 @@ use crate::features::{
     RankerRow, Scenario,
 };
 use crate::metrics::Metrics;
-use crate::rules::{RequestLimits, RulesCell};
+use crate::rules::{Drop, RequestLimits, RulesCell};
 use crate::state::UserRead;
 
 /// Arm names as served and counted.
@@ -224,24 +224,37 @@ impl Engine {
             excluded: &excluded,
             category: &ask.category,
         };
-        let kept: Vec<_> = candidates
+        // Each candidate's catalog entry is looked up once, for the rules, its row and
+        // its boost; drops are counted per request, not per candidate.
+        let mut drops = [0_u64; Drop::ALL.len()];
+        let kept: Vec<(&Candidate, &CatalogEntry)> = candidates
             .list
             .iter()
-            .filter(|c| {
-                let drop = rules.drop_reason(c.item, view.item(c.item), &limits);
-                if let Some(d) = drop {
-                    self.metrics.rule_drops(d.label()).inc();
+            .filter_map(|c| {
+                let entry = data.items.get(c.item);
+                match rules.drop_reason(c.item, entry.map(|e| &e.record), &limits) {
+                    Some(d) => {
+                        drops[d as usize] += 1;
+                        None
+                    }
+                    // Without an entry the reason is `Unknown`: `entry` is there.
+                    None => Some((c, entry?)),
                 }
-                drop.is_none()
             })
             .collect();
+        for d in Drop::ALL {
+            let n = drops[d as usize];
+            if n > 0 {
+                self.metrics.rule_drops(d.label()).inc_by(n);
+            }
+        }
         self.metrics
             .candidates_per_request
             .observe(kept.len() as f64);
 
         let rows: Vec<RankerRow> = kept
             .iter()
-            .map(|c| prepared.row(c.item, c.source_count()))
+            .map(|(c, entry)| prepared.row_of(c.item, Some(&entry.record), c.source_count()))
             .collect();
         let scores = match model {
             Some(model) => score_rows(model, &rows)?,
@@ -251,26 +264,25 @@ impl Engine {
             .iter()
             .zip(scores)
             .enumerate()
-            .filter_map(|(n, (c, score))| {
-                let entry = data.items.get(c.item)?;
+            .map(|(n, ((_, entry), score))| {
                 let boost = rules.boost(&entry.record, entry.first_seen_ms >= new_since_ms);
-                Some((n, (f64::from(score) * boost) as f32, &entry.record))
+                (n, (f64::from(score) * boost) as f32, &entry.record)
             })
             .collect();
         scored.sort_by(|a, b| {
             b.1.total_cmp(&a.1)
-                .then_with(|| kept[a.0].item.cmp(kept[b.0].item))
+                .then_with(|| kept[a.0].0.item.cmp(kept[b.0].0.item))
         });
         let top = rules.diversify(scored.into_iter().map(|(n, s, r)| ((n, s), r)), ask.count);
         let items = top
             .into_iter()
             .map(|(n, score)| {
-                let sources: Vec<&'static str> = kept[n].sources().map(Source::name).collect();
+                let sources: Vec<&'static str> = kept[n].0.sources().map(Source::name).collect();
                 for s in &sources {
                     self.metrics.served(s).inc();
                 }
                 Ranked {
-                    item: kept[n].item.to_owned(),
+                    item: kept[n].0.item.to_owned(),
                     score,
                     sources,
                 }
