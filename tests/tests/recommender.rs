@@ -298,6 +298,16 @@ impl Running {
         self.metrics().await.get(name).copied().unwrap_or(0.0)
     }
 
+    /// The samples of `name` whose labels include `label` (e.g. `rule="purchased"`), summed.
+    async fn metric_where(&self, name: &str, label: &str) -> f64 {
+        http_get(self.admin_addr, "/metrics")
+            .await
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     async fn stop(mut self) {
         self.shutdown.trigger();
         if let Some(task) = self.task.take() {
@@ -379,6 +389,9 @@ async fn a_user_who_clicked_a_and_b_gets_their_co_visited_items_but_nothing_boug
     .await;
     let ttl: i64 = redis.ttl(&purchased).await.unwrap();
     assert!(ttl > 0, "purchased set without TTL");
+    let drops = "recommender_rule_drops_total";
+    let bought_before = rec.metric_where(drops, r#"rule="purchased""#).await;
+    let stock_before = rec.metric_where(drops, r#"rule="out_of_stock""#).await;
     for scenario in [
         Scenario::Home,
         Scenario::ItemPage,
@@ -409,6 +422,15 @@ async fn a_user_who_clicked_a_and_b_gets_their_co_visited_items_but_nothing_boug
             assert!(ids(&r).contains(&"s2"), "{scenario:?}: {:?}", ids(&r));
         }
     }
+    // Each of the 20 requests dropped s1 (bought) and x0 (out of stock) once, by that rule.
+    assert_eq!(
+        rec.metric_where(drops, r#"rule="purchased""#).await - bought_before,
+        20.0
+    );
+    assert_eq!(
+        rec.metric_where(drops, r#"rule="out_of_stock""#).await - stock_before,
+        20.0
+    );
 
     // s2 goes out of stock: it disappears.
     let mut s2 = catalog()

@@ -237,7 +237,7 @@ impl Engine {
                         drops[d as usize] += 1;
                         None
                     }
-                    // Without an entry the reason is `Unknown`: `entry` is there.
+                    // `drop_reason` drops a candidate without an entry (`Unknown`).
                     None => Some((c, entry?)),
                 }
             })
