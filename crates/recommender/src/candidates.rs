@@ -1,8 +1,9 @@
 //! Candidate sources. Each produces items with a score of its own, tagged with its name;
 //! an item several sources produce carries every tag (the ranker's `n_sources`).
 //!
-//! - `covis`: co-visited with the anchors (ingest's `P:i:{item}:covis`), each list
-//!   normalised by its maximum and weighted 1/(1+i) by anchor rank.
+//! - `covis`: co-visited with the anchors (ingest's `P:i:{item}:covis`), best first by
+//!   the ranker's `covis` feature (each list normalised by its maximum, weighted 1/(1+i)
+//!   by anchor rank), computed once for both.
 //! - `bought`: bought together with the bought-together anchors, the same way.
 //! - `embedding`: the anchors' nearest neighbours in the item embeddings.
 //! - `popular`: top items of the context item's category and its parent, of the user's
@@ -19,7 +20,7 @@ use crate::catalog::{CatalogData, Popularity};
 use crate::config::CandidateLimits;
 use crate::embeddings::Embeddings;
 use crate::features::{
-    FastMap, ItemLookup, Neighbours, Prepared, RankInputs, content_similarity, recent_distinct,
+    FastMap, ItemLookup, Prepared, RankInputs, content_similarity, ranked, recent_distinct,
 };
 
 /// A candidate source.
@@ -121,34 +122,6 @@ impl<'a> Candidates<'a> {
     }
 }
 
-/// Items best first by score, ties by id.
-fn ranked(scores: FastMap<&str, f64>) -> Vec<&str> {
-    let mut v: Vec<(&str, f64)> = scores.into_iter().collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    v.into_iter().map(|(i, _)| i).collect()
-}
-
-/// Σ over anchors of weight · score / the list's maximum.
-fn weighted_neighbours<'a>(
-    anchors: impl Iterator<Item = (&'a str, f64)>,
-    lists: &'a Neighbours,
-) -> Vec<&'a str> {
-    let mut scores: FastMap<&str, f64> = FastMap::default();
-    for (anchor, weight) in anchors {
-        let Some(list) = lists.get(anchor) else {
-            continue;
-        };
-        let max = list.iter().map(|(_, s)| *s).fold(0.0, f64::max);
-        if max <= 0.0 {
-            continue;
-        }
-        for (item, score) in list {
-            *scores.entry(item).or_default() += weight * score / max;
-        }
-    }
-    ranked(scores)
-}
-
 /// Takes from each list in turn, so that no one list fills the source alone.
 fn interleave<'a>(lists: &[&'a [(String, f64)]]) -> Vec<&'a str> {
     let longest = lists.iter().map(|l| l.len()).max().unwrap_or(0);
@@ -206,19 +179,19 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
             return Vec::new();
         };
         let mut scores: FastMap<&str, f64> = FastMap::default();
-        for (anchor, _) in self.prepared.covis_anchors() {
+        for anchor in self.prepared.covis_anchors() {
             for (item, dot) in e.neighbours(anchor) {
                 let s = scores.entry(item).or_insert(f64::MIN);
                 *s = s.max(f64::from(dot));
             }
         }
-        ranked(scores)
+        ranked(scores.into_iter())
     }
 
     fn content(&self) -> Vec<&'a str> {
         let catalog: &'a CatalogData = self.catalog;
         let items = &catalog.items;
-        let anchors: Vec<&str> = self.prepared.covis_anchors().map(|(a, _)| a).collect();
+        let anchors: Vec<&str> = self.prepared.covis_anchors().collect();
         if anchors.is_empty() {
             // Cold start: the newest items of the trending items' categories.
             let mut leaves: Vec<&str> = Vec::new();
@@ -272,25 +245,21 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
                 }
             }
         }
-        ranked(scores)
+        ranked(scores.into_iter())
     }
 
     /// Every source's candidates, in source order, within `limits`.
     pub fn generate(&self, limits: &CandidateLimits) -> Candidates<'a> {
         let mut c = Candidates::new(limits.total_max);
-        let inputs = self.inputs;
-        c.add(
-            Source::Covis,
-            weighted_neighbours(self.prepared.covis_anchors(), &inputs.covis),
-            limits.covis,
-        );
-        c.add(
-            Source::Bought,
-            weighted_neighbours(self.prepared.bought_anchors(), &inputs.bought),
-            limits.bought,
-        );
+        let prepared = self.prepared;
+        c.add(Source::Covis, prepared.covis.ranked(), limits.covis);
+        c.add(Source::Bought, prepared.bought.ranked(), limits.bought);
         c.add(Source::Embedding, self.embedding(), limits.embedding);
-        c.add(Source::Recent, recent_distinct(&inputs.user), limits.recent);
+        c.add(
+            Source::Recent,
+            recent_distinct(&self.inputs.user),
+            limits.recent,
+        );
         c.add(Source::Content, self.content(), limits.content);
         c.add(Source::Popular, self.popular(), limits.popular);
         c
@@ -311,23 +280,6 @@ mod tests {
         assert_eq!(b, ["covis", "popular"]);
         assert_eq!(c.list[1].source_count(), 2);
         assert_eq!(c.produced[&Source::Popular], 2);
-    }
-
-    #[test]
-    fn neighbour_lists_are_normalised_and_weighted_by_anchor() {
-        let lists: Neighbours = [
-            (
-                "x".to_owned(),
-                vec![("a".to_owned(), 10.0), ("b".to_owned(), 5.0)],
-            ),
-            ("y".to_owned(), vec![("b".to_owned(), 1.0)]),
-        ]
-        .into();
-        let order = weighted_neighbours([("x", 1.0), ("y", 0.5)].into_iter(), &lists);
-        // a: 1.0; b: 0.5 + 0.5
-        assert_eq!(order, ["a", "b"]);
-        let order = weighted_neighbours([("x", 1.0), ("y", 1.0)].into_iter(), &lists);
-        assert_eq!(order, ["b", "a"]);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! and counted); each leaf category, brand and title word indexes at most
 //! `catalog.index_per_key` items (the most recently first seen); popularity keeps the top
 //! `catalog.popular_per_category` items of each category.
+//!
+//! Each item keeps its row in the item embeddings, looked up once when its record
+//! arrives instead of once per request it is a candidate of.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -22,6 +25,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::CatalogSettings;
+use crate::embeddings::Embeddings;
 use crate::features::{FastMap, ItemRecord, top_level};
 use crate::metrics::Metrics;
 
@@ -31,12 +35,16 @@ pub struct CatalogEntry {
     pub record: ItemRecord,
     /// When this instance first saw the item (the record's event time, else now).
     pub first_seen_ms: i64,
+    /// Its row in [`CatalogData::embeddings`], if it has one.
+    embedding: Option<u32>,
 }
 
 /// Items and their content indexes.
 #[derive(Debug, Default)]
 pub struct CatalogData {
     pub items: FastMap<String, CatalogEntry>,
+    /// The item embeddings the service loaded (fixed for its lifetime).
+    pub embeddings: Option<Arc<Embeddings>>,
     pub by_leaf: HashMap<String, VecDeque<String>>,
     pub by_brand: HashMap<String, VecDeque<String>>,
     pub by_token: HashMap<String, VecDeque<String>>,
@@ -79,6 +87,18 @@ pub enum Upsert {
 }
 
 impl CatalogData {
+    pub fn new(embeddings: Option<Arc<Embeddings>>) -> CatalogData {
+        CatalogData {
+            embeddings,
+            ..CatalogData::default()
+        }
+    }
+
+    /// The embedding of `entry`, one of this catalog's.
+    pub fn embedding(&self, entry: &CatalogEntry) -> Option<&[f32]> {
+        Some(self.embeddings.as_deref()?.vector_of(entry.embedding?))
+    }
+
     /// Applies the latest record of an item.
     pub fn upsert(&mut self, item: &pb::Item, settings: &CatalogSettings, now_ms: i64) -> Upsert {
         let mut record = ItemRecord::new(&item.category, &item.brand, &item.title, item.price);
@@ -116,6 +136,7 @@ impl CatalogData {
                 CatalogEntry {
                     record,
                     first_seen_ms,
+                    embedding: self.embeddings.as_deref().and_then(|e| e.row(id)),
                 },
             )
             .is_none();
@@ -158,6 +179,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    pub fn new(embeddings: Option<Arc<Embeddings>>) -> Catalog {
+        Catalog {
+            data: Arc::new(RwLock::new(CatalogData::new(embeddings))),
+            ..Catalog::default()
+        }
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, CatalogData> {
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }

@@ -165,7 +165,17 @@ impl Embeddings {
     }
 
     pub fn get(&self, id: &str) -> Option<&[f32]> {
-        self.rows.get(id).map(|row| self.vector(*row))
+        self.row(id).map(|row| self.vector_of(row))
+    }
+
+    /// The row of `id`, to keep beside the item (see [`Embeddings::vector_of`]).
+    pub fn row(&self, id: &str) -> Option<u32> {
+        self.rows.get(id).map(|row| *row as u32)
+    }
+
+    /// The embedding of a row [`Embeddings::row`] gave.
+    pub fn vector_of(&self, row: u32) -> &[f32] {
+        self.vector(row as usize)
     }
 
     /// The precomputed neighbours of `id`, best first.

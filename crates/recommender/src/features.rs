@@ -102,17 +102,19 @@ pub struct ItemRecord {
     pub(crate) content: ContentKey,
 }
 
-/// Hashes of an item's category, top level, brand and title tokens (0 for an empty
-/// string), so that comparing two items is mostly integer comparisons: the similarity
-/// feature compares every candidate with every anchor. Equal hashes are confirmed on the
-/// strings, so a collision cannot change a feature.
+/// 128-bit hashes of an item's category, top level, brand and title tokens (0 for an
+/// empty string), so that comparing two items is integer comparisons: the similarity
+/// feature compares every candidate with every anchor, the category features every
+/// candidate with the user's categories. Equal hashes are taken for equal strings: two
+/// different strings share a hash with probability 2⁻¹²⁸, and a catalog would need about
+/// 2⁶⁴ distinct strings before any pair among them is likely to.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ContentKey {
-    category: u64,
-    top: u64,
-    brand: u64,
+    category: u128,
+    top: u128,
+    brand: u128,
     /// In the order of [`ItemRecord::tokens`].
-    tokens: Vec<u64>,
+    tokens: Vec<u128>,
 }
 
 impl ContentKey {
@@ -126,13 +128,12 @@ impl ContentKey {
     }
 }
 
-/// A fixed-seed hash, never 0 for a non-empty string; 0 for the empty one.
-fn content_hash(s: &str) -> u64 {
-    use std::hash::BuildHasher as _;
+/// xxh3-128 of the string, never 0 for a non-empty string; 0 for the empty one.
+fn content_hash(s: &str) -> u128 {
     if s.is_empty() {
         return 0;
     }
-    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(s) | 1
+    xxhash_rust::xxh3::xxh3_128(s.as_bytes()) | 1
 }
 
 impl ItemRecord {
@@ -190,32 +191,21 @@ pub fn content_similarity(a: Option<&ItemRecord>, c: Option<&ItemRecord>) -> f64
         return 0.0;
     };
     let (ka, kc) = (&a.content, &c.content);
-    // Non-empty (hash 0 is the empty string's) and equal, confirmed on the strings.
-    let category = ka.category != 0 && ka.category == kc.category && a.category == c.category;
-    let top = ka.top != 0 && ka.top == kc.top && a.top() == c.top();
-    let brand = ka.brand != 0 && ka.brand == kc.brand && a.brand == c.brand;
-    0.4 * f64::from(u8::from(category))
-        + 0.2 * f64::from(u8::from(top))
-        + 0.2 * f64::from(u8::from(brand))
-        + 0.2 * token_jaccard(a, c)
+    // Non-empty (hash 0 is the empty string's) and equal.
+    let same = |x: u128, y: u128| f64::from(u8::from(x != 0 && x == y));
+    0.4 * same(ka.category, kc.category)
+        + 0.2 * same(ka.top, kc.top)
+        + 0.2 * same(ka.brand, kc.brand)
+        + 0.2 * token_jaccard(&ka.tokens, &kc.tokens)
 }
 
-/// [`jaccard`] of two items' title tokens, matched by hash and confirmed on the strings.
-fn token_jaccard(a: &ItemRecord, c: &ItemRecord) -> f64 {
-    let (ta, tc) = (&a.content.tokens, &c.content.tokens);
+/// |a ∩ b| / |a ∪ b| of two items' title token hashes; 0 when both are empty.
+fn token_jaccard(ta: &[u128], tc: &[u128]) -> f64 {
     if ta.is_empty() && tc.is_empty() {
         return 0.0;
     }
     // Tokens are distinct on each side: each one matches at most one of the other's.
-    let common = ta
-        .iter()
-        .enumerate()
-        .filter(|&(i, h)| {
-            tc.iter()
-                .position(|x| x == h)
-                .is_some_and(|j| a.tokens[i] == c.tokens[j])
-        })
-        .count();
+    let common = ta.iter().filter(|h| tc.contains(h)).count();
     common as f64 / (ta.len() + tc.len() - common) as f64
 }
 
@@ -304,56 +294,66 @@ pub fn bought_anchors<'a>(context: Option<&'a String>, user: &'a UserSignals) ->
 /// at a scale that matters: a request brings at most a few thousand).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// One anchor's neighbour list as the features read it.
-struct Anchor<'a> {
-    id: &'a str,
-    weight: f64,
-    /// Neighbour → score / the list's highest score; `None` for an empty or missing list.
-    normalised: Option<FastMap<&'a str, f64>>,
+/// Anchors weighted 1/(1+i) by rank, and what their neighbour lists say of each item.
+pub struct NeighbourScores<'a> {
+    anchors: Vec<(&'a str, f64)>,
+    total_weight: f64,
+    /// Item → Σ over the anchors whose list names it of weight · score / the list's
+    /// highest score, summed in anchor order.
+    sums: FastMap<&'a str, f64>,
 }
 
-fn weighted<'a>(ids: &[&'a str], lists: &'a Neighbours) -> (Vec<Anchor<'a>>, f64) {
-    let mut total = 0.0;
-    let anchors = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
+impl<'a> NeighbourScores<'a> {
+    fn new(ids: &[&'a str], lists: &'a Neighbours) -> NeighbourScores<'a> {
+        let named: usize = ids
+            .iter()
+            .filter_map(|id| lists.get(*id))
+            .map(Vec::len)
+            .sum();
+        let mut sums = FastMap::with_capacity_and_hasher(named, Default::default());
+        let mut anchors = Vec::with_capacity(ids.len());
+        let mut total_weight = 0.0;
+        for (i, id) in ids.iter().enumerate() {
             let weight = 1.0 / (1.0 + i as f64);
-            total += weight;
-            let normalised = lists.get(*id).filter(|l| !l.is_empty()).map(|list| {
-                let max = list.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
-                list.iter()
-                    .map(|(item, s)| (item.as_str(), if max != 0.0 { s / max } else { 0.0 }))
-                    .collect()
-            });
-            Anchor {
-                id,
-                weight,
-                normalised,
+            total_weight += weight;
+            anchors.push((*id, weight));
+            let Some(list) = lists.get(*id) else {
+                continue;
+            };
+            let max = list.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
+            for (item, s) in list {
+                let normalised = if max != 0.0 { s / max } else { 0.0 };
+                *sums.entry(item.as_str()).or_default() += weight * normalised;
             }
-        })
-        .collect();
-    (anchors, total)
+        }
+        NeighbourScores {
+            anchors,
+            total_weight,
+            sums,
+        }
+    }
+
+    /// The feature: the item's sum divided by the anchors' total weight.
+    fn score(&self, candidate: &str) -> f64 {
+        if self.total_weight == 0.0 {
+            return 0.0;
+        }
+        self.sums
+            .get(candidate)
+            .map_or(0.0, |sum| sum / self.total_weight)
+    }
+
+    /// Every item the lists name, best first by the feature, ties by id.
+    pub fn ranked(&self) -> Vec<&'a str> {
+        ranked(self.sums.iter().map(|(item, sum)| (*item, *sum)))
+    }
 }
 
-fn neighbour_score(anchors: &[Anchor<'_>], total: f64, candidate: &str) -> f64 {
-    if anchors.is_empty() || total == 0.0 {
-        return 0.0;
-    }
-    let sum: f64 = anchors
-        .iter()
-        .filter_map(|a| {
-            Some(
-                a.weight
-                    * a.normalised
-                        .as_ref()?
-                        .get(candidate)
-                        .copied()
-                        .unwrap_or(0.0),
-            )
-        })
-        .sum();
-    sum / total
+/// Items best first by score, ties by id.
+pub fn ranked<'a>(scores: impl Iterator<Item = (&'a str, f64)>) -> Vec<&'a str> {
+    let mut v: Vec<(&str, f64)> = scores.collect();
+    v.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    v.into_iter().map(|(i, _)| i).collect()
 }
 
 /// An anchor's id, catalog record and embedding.
@@ -363,15 +363,16 @@ type AnchorItem<'a> = (&'a str, Option<&'a ItemRecord>, Option<&'a [f32]>);
 pub struct Prepared<'a, L: ItemLookup> {
     inputs: &'a RankInputs,
     lookup: &'a L,
-    covis: (Vec<Anchor<'a>>, f64),
-    bought: (Vec<Anchor<'a>>, f64),
+    pub covis: NeighbourScores<'a>,
+    pub bought: NeighbourScores<'a>,
     /// The co-visitation anchors' catalog records and embeddings, looked up once.
     anchor_items: Vec<AnchorItem<'a>>,
     recent_rank: FastMap<&'a str, usize>,
     mean_recent_price: Option<f64>,
-    /// Top levels of the first 20 recent categories.
-    category_tops: Vec<&'a str>,
-    context_leaf: Option<&'a str>,
+    /// Hashes of the top levels of the first 20 recent categories (see [`ContentKey`]).
+    category_tops: Vec<u128>,
+    /// Hash of the context item's leaf category; none for an empty one.
+    context_leaf: Option<u128>,
 }
 
 impl RankInputs {
@@ -387,18 +388,18 @@ impl RankInputs {
             .collect();
         let mean_recent_price =
             (!prices.is_empty()).then(|| prices.iter().sum::<f64>() / prices.len() as f64);
-        let covis = weighted(&anchors(context, &self.user), &self.covis);
+        let covis = NeighbourScores::new(&anchors(context, &self.user), &self.covis);
         let anchor_items = covis
-            .0
+            .anchors
             .iter()
-            .map(|a| (a.id, lookup.item(a.id), lookup.embedding(a.id)))
+            .map(|(id, _)| (*id, lookup.item(id), lookup.embedding(id)))
             .collect();
         Prepared {
             inputs: self,
             lookup,
             covis,
             anchor_items,
-            bought: weighted(&bought_anchors(context, &self.user), &self.bought),
+            bought: NeighbourScores::new(&bought_anchors(context, &self.user), &self.bought),
             recent_rank: recent.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             mean_recent_price,
             category_tops: self
@@ -406,45 +407,47 @@ impl RankInputs {
                 .categories
                 .iter()
                 .take(CATEGORIES_MAX)
-                .map(|c| top_level(c))
+                .map(|c| content_hash(top_level(c)))
                 .collect(),
             context_leaf: context
                 .and_then(|c| lookup.item(c))
-                .map(|r| r.category.as_str())
-                .filter(|c| !c.is_empty()),
+                .map(|r| r.content.category)
+                .filter(|c| *c != 0),
         }
     }
 }
 
-impl<L: ItemLookup> Prepared<'_, L> {
-    /// The co-visitation anchors with their weights.
-    pub fn covis_anchors(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.covis.0.iter().map(|a| (a.id, a.weight))
-    }
-
-    /// The bought-together anchors with their weights.
-    pub fn bought_anchors(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.bought.0.iter().map(|a| (a.id, a.weight))
+impl<'a, L: ItemLookup> Prepared<'a, L> {
+    /// The co-visitation anchors, context item first.
+    pub fn covis_anchors(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.covis.anchors.iter().map(|(id, _)| *id)
     }
 
     /// The row of `candidate`, produced by `n_sources` distinct sources.
     pub fn row(&self, candidate: &str, n_sources: usize) -> RankerRow {
-        self.row_of(candidate, self.lookup.item(candidate), n_sources)
+        let lookup = self.lookup;
+        self.row_of(
+            candidate,
+            lookup.item(candidate),
+            lookup.embedding(candidate),
+            n_sources,
+        )
     }
 
-    /// [`Prepared::row`] with the candidate's catalog record already looked up.
+    /// [`Prepared::row`] with the candidate's catalog record and embedding already
+    /// looked up.
     pub fn row_of(
         &self,
         candidate: &str,
         item: Option<&ItemRecord>,
+        embedding: Option<&[f32]>,
         n_sources: usize,
     ) -> RankerRow {
-        let lookup = self.lookup;
         let mut f = [0.0_f64; FEATURE_COUNT];
         f[self.inputs.scenario.column()] = 1.0;
-        f[COVIS] = neighbour_score(&self.covis.0, self.covis.1, candidate);
-        f[BOUGHT] = neighbour_score(&self.bought.0, self.bought.1, candidate);
-        f[6] = lookup.embedding(candidate).map_or(0.0, |c| {
+        f[COVIS] = self.covis.score(candidate);
+        f[BOUGHT] = self.bought.score(candidate);
+        f[6] = embedding.map_or(0.0, |c| {
             self.anchor_items
                 .iter()
                 .filter_map(|(_, _, embedding)| *embedding)
@@ -457,16 +460,20 @@ impl<L: ItemLookup> Prepared<'_, L> {
                 .reduce(f64::max)
                 .unwrap_or(0.0)
         });
+        // The most similar anchor other than the candidate itself. Records come from
+        // one lookup, so the same record is the same item; an anchor or a candidate
+        // without a record has similarity 0, which the maximum (of values ≥ 0, 0 when
+        // there are none) ignores whether it is excluded or not.
         f[7] = self
             .anchor_items
             .iter()
-            .filter(|(id, _, _)| *id != candidate)
+            .filter(|(_, record, _)| !record.zip(item).is_some_and(|(a, c)| std::ptr::eq(a, c)))
             .map(|(_, record, _)| content_similarity(*record, item))
             .reduce(f64::max)
             .unwrap_or(0.0);
-        f[POPULARITY] = lookup.popularity(candidate).ln_1p();
-        let top = item.map(ItemRecord::top).unwrap_or_default();
-        f[9] = if self.category_tops.is_empty() || top.is_empty() {
+        f[POPULARITY] = self.lookup.popularity(candidate).ln_1p();
+        let top = item.map_or(0, |r| r.content.top);
+        f[9] = if self.category_tops.is_empty() || top == 0 {
             0.0
         } else {
             self.category_tops.iter().filter(|t| **t == top).count() as f64
@@ -482,10 +489,10 @@ impl<L: ItemLookup> Prepared<'_, L> {
             Some(mean) => (price / mean).min(PRICE_RATIO_CAP),
             None => 1.0,
         };
-        f[13] = f64::from(u8::from(
-            self.context_leaf
-                .is_some_and(|leaf| item.is_some_and(|r| r.category == leaf)),
-        ));
+        f[13] =
+            f64::from(u8::from(self.context_leaf.is_some_and(|leaf| {
+                item.is_some_and(|r| r.content.category == leaf)
+            })));
         f[14] = n_sources as f64;
         f.map(|v| v as f32)
     }
@@ -558,6 +565,27 @@ mod tests {
         assert_eq!(p.row("a", 1)[10], 1.0);
         assert_eq!(p.row("b", 1)[10], 0.5);
         assert_eq!(p.row("d", 1)[12], 1.0);
+    }
+
+    #[test]
+    fn neighbour_lists_rank_their_items_by_the_feature() {
+        let lists: Neighbours = [
+            (
+                "x".to_owned(),
+                vec![("a".to_owned(), 10.0), ("b".to_owned(), 5.0)],
+            ),
+            ("y".to_owned(), vec![("b".to_owned(), 1.0)]),
+        ]
+        .into();
+        // a: 1 · 10/10; b: 1 · 5/10 + 0.5 · 1/1, a tie broken by id
+        let scores = NeighbourScores::new(&["x", "y"], &lists);
+        assert_eq!(scores.ranked(), ["a", "b"]);
+        assert!((scores.score("b") - 1.0 / 1.5).abs() < 1e-12);
+        assert_eq!(scores.score("c"), 0.0);
+        // b: 1 · 1/1 + 0.5 · 5/10; a: 0.5 · 10/10; z has no list but counts in the total
+        let scores = NeighbourScores::new(&["y", "x", "z"], &lists);
+        assert_eq!(scores.ranked(), ["b", "a"]);
+        assert!((scores.score("b") - 1.25 / (1.0 + 0.5 + 1.0 / 3.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -247,7 +247,11 @@ pub async fn run(
         background.clone(),
     ));
 
-    let catalog = catalog::Catalog::default();
+    let embeddings = models.embeddings.map(Arc::new);
+    metrics
+        .embedding_items
+        .set(embeddings.as_ref().map_or(0, |e| e.len()) as i64);
+    let catalog = catalog::Catalog::new(embeddings);
     let reader = catalog::CatalogReader::start(&config.kafka, &config.topics.catalog).await?;
     let (loaded_tx, mut loaded) = tokio::sync::watch::channel(false);
     tokio::spawn(reader.run(
@@ -277,15 +281,10 @@ pub async fn run(
             background.clone(),
         ));
     }
-    let embeddings = models.embeddings.map(Arc::new);
-    metrics
-        .embedding_items
-        .set(embeddings.as_ref().map_or(0, |e| e.len()) as i64);
     let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
     let served = grpc::Served::default();
     let engine = ranking::Engine {
         catalog,
-        embeddings,
         rules,
         ranker,
         limits: config.candidates.clone(),

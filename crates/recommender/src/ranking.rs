@@ -14,7 +14,6 @@ use ndarray::Array2;
 use crate::candidates::{Candidate, Source, SourceData};
 use crate::catalog::{Catalog, CatalogData, CatalogEntry, Popularity};
 use crate::config::{CandidateLimits, ExperimentConfig};
-use crate::embeddings::Embeddings;
 use crate::features::{
     BOUGHT, COVIS, FEATURE_COUNT, ItemLookup, ItemRecord, POPULARITY, RANKER_FEATURES, RankInputs,
     RankerRow, Scenario,
@@ -110,11 +109,11 @@ pub fn covis_score(row: &RankerRow) -> f32 {
     row[COVIS] + row[BOUGHT] + 1e-3 * row[POPULARITY]
 }
 
-/// What features read, over the catalog, popularity and embeddings of the moment.
+/// What features read, over the catalog (with the embeddings) and popularity of the
+/// moment.
 pub struct View<'a> {
     pub catalog: &'a CatalogData,
     pub popularity: &'a Popularity,
-    pub embeddings: Option<&'a Embeddings>,
 }
 
 impl ItemLookup for View<'_> {
@@ -123,7 +122,7 @@ impl ItemLookup for View<'_> {
     }
 
     fn embedding(&self, id: &str) -> Option<&[f32]> {
-        self.embeddings?.get(id)
+        self.catalog.embeddings.as_deref()?.get(id)
     }
 
     fn popularity(&self, id: &str) -> f64 {
@@ -163,7 +162,6 @@ pub struct Answer {
 #[derive(Clone)]
 pub struct Engine {
     pub catalog: Catalog,
-    pub embeddings: Option<Arc<Embeddings>>,
     pub rules: RulesCell,
     pub ranker: Arc<ModelHandle>,
     pub limits: CandidateLimits,
@@ -195,7 +193,6 @@ impl Engine {
         let view = View {
             catalog: &data,
             popularity: &popularity,
-            embeddings: self.embeddings.as_deref(),
         };
         let prepared = inputs.prepare(&view);
         let new_since_ms = ask.now_ms - self.new_item_ms;
@@ -204,7 +201,7 @@ impl Engine {
             prepared: &prepared,
             catalog: &data,
             popularity: &popularity,
-            embeddings: self.embeddings.as_deref(),
+            embeddings: data.embeddings.as_deref(),
             new_since_ms,
             index_per_key: self.index_per_key,
         }
@@ -254,7 +251,10 @@ impl Engine {
 
         let rows: Vec<RankerRow> = kept
             .iter()
-            .map(|(c, entry)| prepared.row_of(c.item, Some(&entry.record), c.source_count()))
+            .map(|(c, entry)| {
+                let embedding = data.embedding(entry);
+                prepared.row_of(c.item, Some(&entry.record), embedding, c.source_count())
+            })
             .collect();
         let scores = match model {
             Some(model) => score_rows(model, &rows)?,
