@@ -56,6 +56,8 @@ pub use funnel_runtime::Listeners;
 
 /// The gRPC name of the service, for health checks.
 pub const SERVICE: &str = "funnel.recommender.v1.Recommender";
+/// How long the answer log's producer waits to fill a batch (librdkafka `linger.ms`).
+pub const LOG_LINGER_MS: u64 = 50;
 
 /// The ranker (validated and warmed) and the item embeddings with their neighbours.
 pub struct Models {
@@ -281,7 +283,15 @@ pub async fn run(
             background.clone(),
         ));
     }
-    let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
+    // The producer only logs answers, and no caller waits for a log: batching up to
+    // LOG_LINGER_MS sends one produce request per batch instead of one per few answers.
+    // `kafka.options` may set `linger.ms` otherwise.
+    let mut log_kafka = config.kafka.clone();
+    log_kafka
+        .options
+        .entry("linger.ms".into())
+        .or_insert_with(|| LOG_LINGER_MS.to_string());
+    let producer = Producer::new(&log_kafka).context("failed to start the producer")?;
     let served = grpc::Served::default();
     let engine = ranking::Engine {
         catalog,

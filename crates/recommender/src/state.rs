@@ -281,33 +281,67 @@ pub struct RecStore {
     stream: Arc<LoadedScript>,
 }
 
-fn flat_strings(v: &redis::Value) -> Vec<String> {
+/// A reply element as a string, its bytes moved, not copied; `None` if it is not text.
+fn text(v: redis::Value) -> Option<String> {
     match v {
-        redis::Value::Array(items) => items
-            .iter()
-            .filter_map(|i| redis::from_redis_value_ref::<String>(i).ok())
-            .collect(),
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        redis::Value::SimpleString(s) => Some(s),
+        other => redis::from_redis_value(other).ok(),
+    }
+}
+
+/// The elements of an array reply that are text (see [`text`]).
+fn strings(v: redis::Value) -> Vec<String> {
+    match v {
+        redis::Value::Array(items) => items.into_iter().filter_map(text).collect(),
         _ => Vec::new(),
     }
 }
 
-fn scored(v: &redis::Value) -> Vec<(String, f64)> {
-    flat_strings(v)
-        .chunks_exact(2)
-        .filter_map(|c| Some((c[0].clone(), c[1].parse().ok()?)))
-        .collect()
+/// A score as Redis replies it: text, or a double in RESP3.
+fn score(v: &redis::Value) -> Option<f64> {
+    match v {
+        redis::Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        redis::Value::Double(d) => Some(*d),
+        other => redis::from_redis_value_ref(other).ok(),
+    }
 }
 
-fn neighbours(anchors: &redis::Value, sets: &redis::Value) -> Neighbours {
-    let sets = match sets {
-        redis::Value::Array(s) => s.as_slice(),
-        _ => &[],
+/// Member and score pairs of a `WITHSCORES` reply; a pair either part of which is not
+/// readable is skipped.
+fn scored(v: redis::Value) -> Vec<(String, f64)> {
+    let redis::Value::Array(items) = v else {
+        return Vec::new();
     };
-    flat_strings(anchors)
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let (Some(member), Some(s)) = (items.next(), items.next()) {
+        if let (Some(member), Some(s)) = (text(member), score(&s)) {
+            out.push((member, s));
+        }
+    }
+    out
+}
+
+fn neighbours(anchors: redis::Value, sets: redis::Value) -> Neighbours {
+    let sets = match sets {
+        redis::Value::Array(s) => s,
+        _ => Vec::new(),
+    };
+    strings(anchors)
         .into_iter()
         .zip(sets)
         .map(|(anchor, set)| (anchor, scored(set)))
         .collect()
+}
+
+/// The request script's reply was not what the script returns.
+fn unexpected(detail: String) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "request script reply",
+        detail,
+    ))
 }
 
 impl RecStore {
@@ -386,27 +420,33 @@ impl RecStore {
             answer.ts_ms.to_string(),
         ];
         let value = self.request.run(&self.scripts, &keys, &args).await?;
-        let parts = match &value {
-            redis::Value::Array(parts) if parts.len() == 8 => parts,
-            other => {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "request script reply",
-                    format!("{other:?}"),
-                )));
-            }
+        let parts: [redis::Value; 8] = match value {
+            redis::Value::Array(parts) => parts.try_into().map_err(|parts: Vec<_>| {
+                unexpected(format!("{} parts instead of 8", parts.len()))
+            })?,
+            other => return Err(unexpected(format!("{other:?}"))),
         };
-        let purchased = scored(&parts[3]);
+        let [
+            recent,
+            categories,
+            cart,
+            purchased,
+            covis_anchors,
+            covis,
+            bought_anchors,
+            bought,
+        ] = parts;
+        let purchased = scored(purchased);
         Ok(UserRead {
             user: UserSignals {
-                recent: flat_strings(&parts[0]),
-                categories: flat_strings(&parts[1]),
-                cart: flat_strings(&parts[2]),
+                recent: strings(recent),
+                categories: strings(categories),
+                cart: strings(cart),
                 purchased: purchased.iter().map(|(i, _)| i.clone()).collect(),
             },
             purchased_at: purchased.into_iter().map(|(i, t)| (i, t as i64)).collect(),
-            covis: neighbours(&parts[4], &parts[5]),
-            bought: neighbours(&parts[6], &parts[7]),
+            covis: neighbours(covis_anchors, covis),
+            bought: neighbours(bought_anchors, bought),
         })
     }
 
