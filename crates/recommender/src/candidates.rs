@@ -150,7 +150,7 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
         let mut categories: Vec<&str> = Vec::new();
         let context = self.inputs.context_item.as_deref();
         if let Some(leaf) = context
-            .and_then(|c| self.catalog.items.get(c))
+            .and_then(|c| self.catalog.get(c))
             .map(|e| e.record.category.as_str())
         {
             categories.push(leaf);
@@ -190,13 +190,12 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
 
     fn content(&self) -> Vec<&'a str> {
         let catalog: &'a CatalogData = self.catalog;
-        let items = &catalog.items;
         let anchors: Vec<&str> = self.prepared.covis_anchors().collect();
         if anchors.is_empty() {
             // Cold start: the newest items of the trending items' categories.
             let mut leaves: Vec<&str> = Vec::new();
             for (item, _) in self.popularity.trending.iter().take(20) {
-                if let Some(e) = items.get(item)
+                if let Some(e) = catalog.get(item)
                     && !leaves.contains(&e.record.category.as_str())
                 {
                     leaves.push(&e.record.category);
@@ -209,12 +208,16 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
             let longest = pools.iter().map(|p| p.len()).max().unwrap_or(0);
             return (0..longest)
                 .flat_map(|rank| pools.iter().filter_map(move |p| p.get(rank)))
-                .map(String::as_str)
+                .filter_map(|slot| Some(catalog.at(*slot)?.0))
                 .collect();
         }
-        let mut scores: FastMap<&str, f64> = FastMap::default();
+        // By slot: the pools hold slots, and an item in several pools is scored once.
+        let mut scores: FastMap<u32, f64> = FastMap::default();
         for anchor in anchors {
-            let Some(a) = items.get(anchor) else {
+            let Some((anchor_slot, (_, a))) = catalog
+                .slot(anchor)
+                .and_then(|slot| Some((slot, catalog.at(slot)?)))
+            else {
                 continue;
             };
             let r = &a.record;
@@ -233,19 +236,29 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
             .flatten()
             .chain(words);
             for pool in pools {
-                for item in pool {
-                    if item == anchor || scores.contains_key(item.as_str()) {
+                for &slot in pool {
+                    if slot == anchor_slot {
                         continue;
                     }
-                    let entry = items.get(item);
-                    let sim = content_similarity(Some(r), entry.map(|e| &e.record));
+                    let std::collections::hash_map::Entry::Vacant(score) = scores.entry(slot)
+                    else {
+                        continue;
+                    };
+                    let Some((_, entry)) = catalog.at(slot) else {
+                        continue;
+                    };
+                    let sim = content_similarity(Some(r), Some(&entry.record));
                     // New items first: they have no interactions for the other sources.
-                    let new = entry.is_some_and(|e| e.first_seen_ms >= self.new_since_ms);
-                    scores.insert(item, sim + if new { 1.0 } else { 0.0 });
+                    let new = entry.first_seen_ms >= self.new_since_ms;
+                    score.insert(sim + if new { 1.0 } else { 0.0 });
                 }
             }
         }
-        ranked(scores.into_iter())
+        ranked(
+            scores
+                .into_iter()
+                .filter_map(|(slot, score)| Some((catalog.at(slot)?.0, score))),
+        )
     }
 
     /// Every source's candidates, in source order, within `limits`.

@@ -8,8 +8,10 @@
 //! `catalog.index_per_key` items (the most recently first seen); popularity keeps the top
 //! `catalog.popular_per_category` items of each category.
 //!
-//! Each item keeps its row in the item embeddings, looked up once when its record
-//! arrives instead of once per request it is a candidate of.
+//! Each item has a slot, a small integer the indexes hold instead of its id, so that
+//! content candidates reach entries without hashing strings; and keeps its row in the
+//! item embeddings, looked up once when its record arrives instead of once per request
+//! it is a candidate of.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -42,31 +44,38 @@ pub struct CatalogEntry {
 /// Items and their content indexes.
 #[derive(Debug, Default)]
 pub struct CatalogData {
-    pub items: FastMap<String, CatalogEntry>,
+    /// Item id → its slot in `entries`.
+    slots: FastMap<String, u32>,
+    /// Slot → the item's id and entry; `None` for a slot a tombstone freed, which the
+    /// next new item takes (so there are never more slots than `catalog.max_items`).
+    entries: Vec<Option<(String, CatalogEntry)>>,
+    free: Vec<u32>,
     /// The item embeddings the service loaded (fixed for its lifetime).
     pub embeddings: Option<Arc<Embeddings>>,
-    pub by_leaf: HashMap<String, VecDeque<String>>,
-    pub by_brand: HashMap<String, VecDeque<String>>,
-    pub by_token: HashMap<String, VecDeque<String>>,
+    /// Leaf category, brand and title word → slots of their items, the most recently
+    /// first seen first; only slots of items present.
+    pub by_leaf: HashMap<String, VecDeque<u32>>,
+    pub by_brand: HashMap<String, VecDeque<u32>>,
+    pub by_token: HashMap<String, VecDeque<u32>>,
     /// Every category path and its ancestors, for the popularity refresh.
     pub categories: HashSet<String>,
 }
 
-fn index(map: &mut HashMap<String, VecDeque<String>>, key: &str, item: &str, max: usize) {
+fn index(map: &mut HashMap<String, VecDeque<u32>>, key: &str, slot: u32, max: usize) {
     if key.is_empty() {
         return;
     }
     let list = map.entry(key.to_owned()).or_default();
-    if list.iter().any(|i| i == item) {
+    if list.contains(&slot) {
         return;
     }
-    list.push_front(item.to_owned());
+    list.push_front(slot);
     list.truncate(max);
 }
 
-fn unindex(map: &mut HashMap<String, VecDeque<String>>, key: &str, item: &str) {
+fn unindex(map: &mut HashMap<String, VecDeque<u32>>, key: &str, slot: u32) {
     if let Some(list) = map.get_mut(key) {
-        list.retain(|i| i != item);
+        list.retain(|s| *s != slot);
     }
 }
 
@@ -99,63 +108,99 @@ impl CatalogData {
         Some(self.embeddings.as_deref()?.vector_of(entry.embedding?))
     }
 
+    /// Items held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&CatalogEntry> {
+        self.at(self.slot(id)?).map(|(_, entry)| entry)
+    }
+
+    pub fn slot(&self, id: &str) -> Option<u32> {
+        self.slots.get(id).copied()
+    }
+
+    /// The id and entry of the item in `slot` (as an index holds it).
+    pub fn at(&self, slot: u32) -> Option<(&str, &CatalogEntry)> {
+        let (id, entry) = self.entries.get(slot as usize)?.as_ref()?;
+        Some((id, entry))
+    }
+
     /// Applies the latest record of an item.
     pub fn upsert(&mut self, item: &pb::Item, settings: &CatalogSettings, now_ms: i64) -> Upsert {
         let mut record = ItemRecord::new(&item.category, &item.brand, &item.title, item.price);
         record.stock = item.stock;
         record.active = item.attributes.get("active").is_none_or(|v| v != "false");
         let id = item.item_id.as_str();
-        let previous = self
-            .items
-            .get(id)
-            .map(|old| (old.record.clone(), old.first_seen_ms));
-        let first_seen_ms = match previous {
-            Some((old_record, first_seen_ms)) => {
-                self.unindex(id, &old_record);
-                first_seen_ms
+        let (slot, first_seen_ms, upsert) = match self.slot(id) {
+            Some(slot) => {
+                let old = self.entries[slot as usize].take();
+                let first_seen_ms = match old {
+                    Some((_, old)) => {
+                        self.unindex(slot, &old.record);
+                        old.first_seen_ms
+                    }
+                    None => now_ms,
+                };
+                (slot, first_seen_ms, Upsert::Updated)
             }
-            None if self.items.len() >= settings.max_items => return Upsert::Dropped,
-            None if item.updated_ts_ms > 0 => item.updated_ts_ms.min(now_ms),
-            None => now_ms,
+            None if self.slots.len() >= settings.max_items => return Upsert::Dropped,
+            None => {
+                let slot = self.free.pop().unwrap_or(self.entries.len() as u32);
+                if slot as usize == self.entries.len() {
+                    self.entries.push(None);
+                }
+                self.slots.insert(id.to_owned(), slot);
+                let first_seen_ms = if item.updated_ts_ms > 0 {
+                    item.updated_ts_ms.min(now_ms)
+                } else {
+                    now_ms
+                };
+                (slot, first_seen_ms, Upsert::New)
+            }
         };
         let max = settings.index_per_key;
-        index(&mut self.by_leaf, &record.category, id, max);
-        index(&mut self.by_brand, &record.brand, id, max);
+        index(&mut self.by_leaf, &record.category, slot, max);
+        index(&mut self.by_brand, &record.brand, slot, max);
         for token in &record.tokens {
-            index(&mut self.by_token, token, id, max);
+            index(&mut self.by_token, token, slot, max);
         }
         for c in with_ancestors(&record.category) {
             if !self.categories.contains(c) {
                 self.categories.insert(c.to_owned());
             }
         }
-        let new = self
-            .items
-            .insert(
-                id.to_owned(),
-                CatalogEntry {
-                    record,
-                    first_seen_ms,
-                    embedding: self.embeddings.as_deref().and_then(|e| e.row(id)),
-                },
-            )
-            .is_none();
-        if new { Upsert::New } else { Upsert::Updated }
+        let entry = CatalogEntry {
+            record,
+            first_seen_ms,
+            embedding: self.embeddings.as_deref().and_then(|e| e.row(id)),
+        };
+        self.entries[slot as usize] = Some((id.to_owned(), entry));
+        upsert
     }
 
-    fn unindex(&mut self, id: &str, record: &ItemRecord) {
-        unindex(&mut self.by_leaf, &record.category, id);
-        unindex(&mut self.by_brand, &record.brand, id);
+    fn unindex(&mut self, slot: u32, record: &ItemRecord) {
+        unindex(&mut self.by_leaf, &record.category, slot);
+        unindex(&mut self.by_brand, &record.brand, slot);
         for token in &record.tokens {
-            unindex(&mut self.by_token, token, id);
+            unindex(&mut self.by_token, token, slot);
         }
     }
 
-    /// Forgets an item (a tombstone on the compacted topic).
+    /// Forgets an item (a tombstone on the compacted topic); its slot is free again.
     pub fn remove(&mut self, id: &str) {
-        if let Some(old) = self.items.remove(id) {
-            self.unindex(id, &old.record);
+        let Some(slot) = self.slots.remove(id) else {
+            return;
+        };
+        if let Some((_, old)) = self.entries[slot as usize].take() {
+            self.unindex(slot, &old.record);
         }
+        self.free.push(slot);
     }
 }
 
@@ -215,7 +260,7 @@ impl Catalog {
                 }
             };
         }
-        metrics.catalog_items.set(data.items.len() as i64);
+        metrics.catalog_items.set(data.len() as i64);
     }
 
     /// Reads the daily top lists of every category (today and yesterday, summed) in one
@@ -255,11 +300,7 @@ impl Catalog {
             let data = self.read();
             for (category, top) in &popularity.by_category {
                 for (id, score) in top {
-                    if data
-                        .items
-                        .get(id)
-                        .is_some_and(|e| e.record.category == *category)
-                    {
+                    if data.get(id).is_some_and(|e| e.record.category == *category) {
                         popularity.by_item.insert(id.clone(), *score);
                     }
                 }
@@ -413,7 +454,7 @@ impl CatalogReader {
             {
                 pending.remove(&message.partition());
                 if pending.is_empty() {
-                    tracing::info!(items = catalog.read().items.len(), "catalog loaded");
+                    tracing::info!(items = catalog.read().len(), "catalog loaded");
                     loaded.send_replace(true);
                 }
             }
@@ -456,19 +497,35 @@ mod tests {
             data.upsert(&item("c", "x/y", "B", "Cup"), &settings, 3),
             Upsert::Dropped
         );
-        assert_eq!(data.by_token["cup"], ["b", "a"]);
+        let ids = |data: &CatalogData, pool: &VecDeque<u32>| -> Vec<String> {
+            pool.iter()
+                .map(|s| data.at(*s).unwrap().0.to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&data, &data.by_token["cup"]), ["b", "a"]);
         assert_eq!(
             data.upsert(&item("a", "w", "C", "Red Mug"), &settings, 4),
             Upsert::Updated
         );
-        assert_eq!(data.by_token["cup"], ["b"]);
+        assert_eq!(ids(&data, &data.by_token["cup"]), ["b"]);
         assert!(data.by_leaf["x/y"].is_empty());
-        assert_eq!(data.items["a"].first_seen_ms, 1);
+        assert_eq!(data.get("a").unwrap().first_seen_ms, 1);
+        assert_eq!(data.get("a").unwrap().record.title, "Red Mug");
         let mut categories: Vec<_> = data.categories.iter().cloned().collect();
         categories.sort();
         assert_eq!(categories, ["w", "x", "x/y", "x/z"]);
         data.remove("b");
         assert!(data.by_brand["B"].is_empty());
+        assert_eq!((data.len(), data.get("b").map(|_| ())), (1, None));
+        // The freed slot goes to the next new item; the indexes name it, not b.
+        assert_eq!(
+            data.upsert(&item("d", "x/z", "B", "Cup"), &settings, 5),
+            Upsert::New
+        );
+        assert_eq!(data.slot("d"), Some(1));
+        assert_eq!(ids(&data, &data.by_brand["B"]), ["d"]);
+        assert_eq!(ids(&data, &data.by_token["cup"]), ["d"]);
+        assert_eq!(data.len(), 2);
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub struct View<'a> {
 
 impl ItemLookup for View<'_> {
     fn item(&self, id: &str) -> Option<&ItemRecord> {
-        self.catalog.items.get(id).map(|e| &e.record)
+        self.catalog.get(id).map(|e| &e.record)
     }
 
     fn embedding(&self, id: &str) -> Option<&[f32]> {
@@ -228,7 +228,7 @@ impl Engine {
             .list
             .iter()
             .filter_map(|c| {
-                let entry = data.items.get(c.item);
+                let entry = data.get(c.item);
                 match rules.drop_reason(c.item, entry.map(|e| &e.record), &limits) {
                     Some(d) => {
                         drops[d as usize] += 1;
