@@ -144,7 +144,7 @@ SERVICES = [
         models={
             **MODEL_PATHS,
             "ranker": "ranker",
-            "ranker_version": "2",
+            "ranker_version": "3",
             "embeddings": "item-embeddings",
             "embeddings_version": "1",
         },

@@ -32,6 +32,39 @@ def to_onnx(model, n_features: int) -> onnx.ModelProto:
     )
 
 
+def trees_as_regressor(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its binary TreeEnsembleClassifier (which computes a label and both
+    probabilities for every row) replaced by the same trees as a TreeEnsembleRegressor giving
+    the raw score, a Sigmoid, and `[1 - p, p]` for the classifier's probabilities; the
+    label output is dropped. The same probabilities to float32 rounding, in about half of
+    onnxruntime's time on a recommendation request's rows."""
+    (node,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert list(attributes["classlabels_int64s"]) == [0, 1], "a binary classifier"
+    assert set(attributes["class_ids"]) == {0}, "one score per tree leaf"
+    assert attributes["post_transform"] == b"LOGISTIC", attributes["post_transform"]
+    renamed = {f"target_{k[len('class_'):]}": v for k, v in attributes.items() if k.startswith("class_")}
+    kept = {k: v for k, v in attributes.items() if not k.startswith("class") and k != "post_transform"}
+    label, probabilities = node.output
+    raw, positive, negative, one = (f"{probabilities}_{s}" for s in ("raw", "positive", "negative", "one"))
+    nodes = [
+        helper.make_node("TreeEnsembleRegressor", list(node.input), [raw], domain="ai.onnx.ml", n_targets=1, post_transform="NONE", **renamed, **kept),
+        helper.make_node("Sigmoid", [raw], [positive]),
+        helper.make_node("Sub", [one, positive], [negative]),
+        helper.make_node("Concat", [negative, positive], [probabilities], axis=1),
+    ]
+    at = list(model.graph.node).index(node)
+    rebuilt = list(model.graph.node)[:at] + nodes + list(model.graph.node)[at + 1 :]
+    del model.graph.node[:]
+    model.graph.node.extend(rebuilt)
+    model.graph.initializer.append(helper.make_tensor(one, TensorProto.FLOAT, [1], [1.0]))
+    outputs = [o for o in model.graph.output if o.name != label]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def positive_column_graph(models: dict[str, onnx.ModelProto], n_features: int) -> onnx.ModelProto:
     """One graph that runs each binary classifier on the same `features` and outputs
     `probabilities` [batch, len(models)]: column k is P(class 1) of the k-th model."""

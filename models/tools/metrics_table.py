@@ -61,7 +61,7 @@ def main() -> None:
         print(table(f"intent@1, {label}: test split, first event of each session only (SIMULATED)", r["test_first_event"], r["selected"]))
     repurchase = json.loads((MODELS / "repurchase/1/model.json").read_text())["metadata"]["metrics"]
     print(table("repurchase@1, P(order in the next 91 days): CDNOW customers at 1997-10-01 (REAL)", repurchase["test"], repurchase["selected"]))
-    print(ranker_tables(json.loads((MODELS / "ranker/2/model.json").read_text())))
+    print(ranker_tables(json.loads((MODELS / "ranker/3/model.json").read_text())))
 
 
 if __name__ == "__main__":

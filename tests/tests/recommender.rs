@@ -2,7 +2,7 @@
 //! real model files, fed by the real ingest: raw events go in, ingest writes the feature
 //! store (recent items, co-visitation, popularity) and the canonical and catalog topics,
 //! and the recommender answers from them. The ranker's features and scores are checked
-//! against the golden vectors of `models/ranker/2/parity.json`.
+//! against the golden vectors of `models/ranker/3/parity.json`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -574,7 +574,7 @@ async fn a_click_with_a_recomm_id_moves_its_arms_ctr_and_an_order_of_the_clicked
     assert_eq!(answer.arm, ARM_RANKER);
     assert_eq!(
         (answer.model.as_str(), answer.model_version.as_str()),
-        ("ranker", "2")
+        ("ranker", "3")
     );
     let other = rec.recommend(&covis_user, Scenario::Home, 5).await;
     assert_eq!(
@@ -621,7 +621,7 @@ async fn a_click_with_a_recomm_id_moves_its_arms_ctr_and_an_order_of_the_clicked
     );
     assert_eq!(
         (s.model.as_str(), s.model_version.as_str()),
-        ("ranker", "2")
+        ("ranker", "3")
     );
     assert!((s.ctr - 0.25).abs() < 1e-12, "{s:?}");
     assert_eq!(s.orders, 0);
@@ -721,7 +721,7 @@ async fn a_click_with_a_recomm_id_moves_its_arms_ctr_and_an_order_of_the_clicked
     );
     assert_eq!(
         (ours.arm.as_str(), ours.model_version.as_str()),
-        (ARM_RANKER, "2")
+        (ARM_RANKER, "3")
     );
     rec.stop().await;
 }
@@ -869,7 +869,7 @@ fn neighbours(v: &Value) -> recommender::features::Neighbours {
 #[test]
 fn the_rankers_features_and_scores_equal_the_training_golden_vectors() {
     let parity: Value = serde_json::from_str(
-        &std::fs::read_to_string(models_root().join("ranker/2/parity.json")).unwrap(),
+        &std::fs::read_to_string(models_root().join("ranker/3/parity.json")).unwrap(),
     )
     .unwrap();
     let names: Vec<String> = strings(&parity["feature_names"]);
@@ -989,14 +989,14 @@ async fn wait_for_count(rec: &Running, metric: &str, at_least: f64) {
     .await;
 }
 
-/// A models root in the temp directory with the ranker at versions 2 and 3 (3 is 2
+/// A models root in the temp directory with the ranker at versions 3 and 4 (4 is 3
 /// renamed) and the item embeddings, so that a test can move the serving pointer.
 fn models_copy(prefix: &str) -> PathBuf {
     let root = std::env::temp_dir().join(format!("{prefix}-models"));
     let source = models_root();
     for (name, version, as_version) in [
-        ("ranker", "2", "2"),
-        ("ranker", "2", "3"),
+        ("ranker", "3", "3"),
+        ("ranker", "3", "4"),
         ("item-embeddings", "1", "1"),
     ] {
         let dir = root.join(name).join(as_version);
@@ -1028,23 +1028,23 @@ async fn a_ranker_version_named_by_the_serving_pointer_is_swapped_in_without_res
     let first = rec.recommend("u-7", Scenario::Home, 5).await;
     assert_eq!(
         (first.arm.as_str(), first.model_version.as_str()),
-        (ARM_RANKER, "2")
+        (ARM_RANKER, "3")
     );
 
-    // A pointer to a version that does not exist is refused; 2 keeps serving.
+    // A pointer to a version that does not exist is refused; 3 keeps serving.
     std::fs::write(root.join("ranker/serving"), "9\n").unwrap();
     wait_for_count(&rec, "recommender_model_refusals_total", 1.0).await;
     assert_eq!(
         rec.recommend("u-7", Scenario::Home, 5).await.model_version,
-        "2"
+        "3"
     );
 
-    std::fs::write(root.join("ranker/serving"), "3\n").unwrap();
+    std::fs::write(root.join("ranker/serving"), "4\n").unwrap();
     eventually(WAIT, || {
         let rec = &rec;
         async move {
             let r = rec.recommend("u-7", Scenario::Home, 5).await;
-            if r.model_version == "3" {
+            if r.model_version == "4" {
                 Ok(())
             } else {
                 Err(format!("still {}", r.model_version))
@@ -1070,7 +1070,7 @@ async fn a_ranker_version_named_by_the_serving_pointer_is_swapped_in_without_res
                 .into_iter()
                 .map(|s| s.model_version)
                 .collect();
-            if versions == ["2", "3"] {
+            if versions == ["3", "4"] {
                 Ok(())
             } else {
                 Err(format!("{versions:?}"))

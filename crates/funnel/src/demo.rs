@@ -66,7 +66,7 @@ pub struct Args {
     /// The recommender's admin address (metrics, health).
     #[arg(long, default_value = "127.0.0.1:9466")]
     recommender_admin_listen: String,
-    /// Directory holding the models (`intent/1`, `repurchase/1`, `ranker/2`, ...).
+    /// Directory holding the models (`intent/1`, `repurchase/1`, `ranker/3`, ...).
     #[arg(long, default_value = "models")]
     models_root: PathBuf,
     /// The ONNX Runtime shared library (installed by scripts/setup.sh).

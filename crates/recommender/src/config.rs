@@ -110,7 +110,7 @@ impl Default for ModelsConfig {
             root: "models".into(),
             runtime_library: ".tools/onnxruntime/libonnxruntime.so".into(),
             ranker: "ranker".into(),
-            ranker_version: "2".into(),
+            ranker_version: "3".into(),
             sessions: 2,
             reload_secs: 5,
             embeddings: "item-embeddings".into(),
