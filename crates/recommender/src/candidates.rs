@@ -18,7 +18,6 @@ use std::collections::HashMap;
 
 use crate::catalog::{CatalogData, Popularity};
 use crate::config::CandidateLimits;
-use crate::embeddings::Embeddings;
 use crate::features::{
     FastMap, ItemLookup, Prepared, RankInputs, content_similarity, ranked, recent_distinct,
 };
@@ -137,7 +136,6 @@ pub struct SourceData<'a, L: ItemLookup> {
     pub prepared: &'a Prepared<'a, L>,
     pub catalog: &'a CatalogData,
     pub popularity: &'a Popularity,
-    pub embeddings: Option<&'a Embeddings>,
     /// Items first seen at or after this time (ms) are new.
     pub new_since_ms: i64,
     /// `catalog.index_per_key`: a title word's pool this full is skipped.
@@ -175,7 +173,7 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
     }
 
     fn embedding(&self) -> Vec<&'a str> {
-        let Some(e) = self.embeddings else {
+        let Some(e) = self.catalog.embeddings.as_deref() else {
             return Vec::new();
         };
         let mut scores: FastMap<&str, f64> = FastMap::default();

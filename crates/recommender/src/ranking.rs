@@ -201,7 +201,6 @@ impl Engine {
             prepared: &prepared,
             catalog: &data,
             popularity: &popularity,
-            embeddings: data.embeddings.as_deref(),
             new_since_ms,
             index_per_key: self.index_per_key,
         }

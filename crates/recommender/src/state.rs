@@ -529,3 +529,37 @@ impl RecStore {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn scored_replies_pair_members_with_scores_and_skip_unreadable_pairs() {
+        let reply = Value::Array(vec![
+            bulk("a"),
+            bulk("1.5"),
+            bulk("b"),
+            Value::Double(2.0),
+            bulk("c"),
+            bulk("not a number"),
+            Value::BulkString(vec![0xff]),
+            bulk("4"),
+            bulk("d"),
+        ]);
+        assert_eq!(
+            scored(reply),
+            [("a".to_owned(), 1.5), ("b".to_owned(), 2.0)]
+        );
+        let anchors = Value::Array(vec![bulk("x"), bulk("y")]);
+        let sets = Value::Array(vec![Value::Array(vec![bulk("a"), bulk("3")]), Value::Nil]);
+        let lists = neighbours(anchors, sets);
+        assert_eq!(lists["x"], [("a".to_owned(), 3.0)]);
+        assert!(lists["y"].is_empty());
+    }
+}
