@@ -150,11 +150,6 @@ impl ItemRecord {
             tokens,
         }
     }
-
-    /// The category's first segment.
-    pub fn top(&self) -> &str {
-        top_level(&self.category)
-    }
 }
 
 /// The path before the first `/` (the whole path without one).
@@ -606,7 +601,11 @@ mod tests {
         let (a, c) = (a.unwrap_or(&empty), c.unwrap_or(&empty));
         let same = |x: &str, y: &str| !x.is_empty() && x == y;
         0.4 * f64::from(u8::from(same(&a.category, &c.category)))
-            + 0.2 * f64::from(u8::from(same(a.top(), c.top())))
+            + 0.2
+                * f64::from(u8::from(same(
+                    top_level(&a.category),
+                    top_level(&c.category),
+                )))
             + 0.2 * f64::from(u8::from(same(&a.brand, &c.brand)))
             + 0.2 * jaccard(&a.tokens, &c.tokens)
     }
