@@ -115,15 +115,22 @@ pub(crate) struct ContentKey {
     brand: u128,
     /// In the order of [`ItemRecord::tokens`].
     tokens: Vec<u128>,
+    /// One bit per token (its hash mod 64): two items whose bits do not meet share no
+    /// token, which most pairs the features compare do not.
+    token_bits: u64,
 }
 
 impl ContentKey {
     fn of(category: &str, brand: &str, tokens: &[String]) -> ContentKey {
+        let tokens: Vec<u128> = tokens.iter().map(|t| content_hash(t)).collect();
         ContentKey {
             category: content_hash(category),
             top: content_hash(top_level(category)),
             brand: content_hash(brand),
-            tokens: tokens.iter().map(|t| content_hash(t)).collect(),
+            token_bits: tokens
+                .iter()
+                .fold(0, |bits, h| bits | 1 << (*h as u64 % 64)),
+            tokens,
         }
     }
 }
@@ -191,17 +198,41 @@ pub fn content_similarity(a: Option<&ItemRecord>, c: Option<&ItemRecord>) -> f64
     0.4 * same(ka.category, kc.category)
         + 0.2 * same(ka.top, kc.top)
         + 0.2 * same(ka.brand, kc.brand)
-        + 0.2 * token_jaccard(&ka.tokens, &kc.tokens)
+        + 0.2 * token_jaccard(ka, kc)
 }
 
 /// |a ∩ b| / |a ∪ b| of two items' title token hashes; 0 when both are empty.
-fn token_jaccard(ta: &[u128], tc: &[u128]) -> f64 {
-    if ta.is_empty() && tc.is_empty() {
+fn token_jaccard(ka: &ContentKey, kc: &ContentKey) -> f64 {
+    // Also the case of two empty titles.
+    if ka.token_bits & kc.token_bits == 0 {
         return 0.0;
     }
+    let (ta, tc) = (&ka.tokens, &kc.tokens);
     // Tokens are distinct on each side: each one matches at most one of the other's.
     let common = ta.iter().filter(|h| tc.contains(h)).count();
     common as f64 / (ta.len() + tc.len() - common) as f64
+}
+
+/// Inner product of two float32 vectors of one length, summed in float32 over eight
+/// lanes (one vector register), as numpy's float32 `dot` the training pipeline calls
+/// also sums in lanes; the two agree to float32 rounding, far inside the parity
+/// tolerance.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut sums = [0.0_f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for lane in 0..LANES {
+            sums[lane] += x[lane] * y[lane];
+        }
+    }
+    sums.iter().sum::<f32>() + tail
 }
 
 /// A user's signals, newest first.
@@ -446,12 +477,7 @@ impl<'a, L: ItemLookup> Prepared<'a, L> {
             self.anchor_items
                 .iter()
                 .filter_map(|(_, _, embedding)| *embedding)
-                .map(|a| {
-                    a.iter()
-                        .zip(c)
-                        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-                        .sum::<f64>()
-                })
+                .map(|a| f64::from(dot(a, c)))
                 .reduce(f64::max)
                 .unwrap_or(0.0)
         });
@@ -581,6 +607,29 @@ mod tests {
         let scores = NeighbourScores::new(&["y", "x", "z"], &lists);
         assert_eq!(scores.ranked(), ["b", "a"]);
         assert!((scores.score("b") - 1.25 / (1.0 + 0.5 + 1.0 / 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_lane_dot_product_is_the_sequential_one_to_float32_rounding() {
+        for dim in [1, 8, 32, 35] {
+            let a: Vec<f32> = (0..dim)
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 9.0)
+                .collect();
+            let b: Vec<f32> = (0..dim)
+                .map(|i| ((i * 5 % 13) as f32 - 6.0) / 7.0)
+                .collect();
+            let exact: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let lanes = f64::from(dot(&a, &b));
+            assert!(
+                (lanes - exact).abs() < 1e-6,
+                "dim {dim}: {lanes} vs {exact}"
+            );
+        }
+        assert_eq!(dot(&[0.5; 16], &[2.0; 16]), 16.0);
     }
 
     #[test]

@@ -268,7 +268,8 @@ impl Engine {
                 (n, (f64::from(score) * boost) as f32, &entry.record)
             })
             .collect();
-        scored.sort_by(|a, b| {
+        // Ids are distinct, so the order is total and an unstable sort is deterministic.
+        scored.sort_unstable_by(|a, b| {
             b.1.total_cmp(&a.1)
                 .then_with(|| kept[a.0].0.item.cmp(kept[b.0].0.item))
         });

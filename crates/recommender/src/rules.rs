@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use funnel_runtime::Shutdown;
 use serde::Deserialize;
 
-use crate::features::{ItemRecord, Scenario};
+use crate::features::{FastMap, ItemRecord, Scenario};
 
 /// A rules file, validated.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -131,7 +131,7 @@ pub struct RequestLimits<'a> {
     pub scenario: Scenario,
     pub now_ms: i64,
     /// Item → time of its last purchase by the user (ms).
-    pub purchased: &'a HashMap<String, i64>,
+    pub purchased: &'a FastMap<String, i64>,
     pub cart: &'a [String],
     /// The context item and the request's exclude list.
     pub excluded: &'a [&'a str],
@@ -219,11 +219,13 @@ impl Rules {
         {
             return Some(Drop::Purchased);
         }
-        let cart_rule = self
-            .exclude_cart_scenarios
-            .iter()
-            .any(|s| s == limits.scenario.name());
-        if cart_rule && limits.cart.iter().any(|c| c == id) {
+        // The cart (a few items) before the scenario names: most candidates are in no cart.
+        if limits.cart.iter().any(|c| c == id)
+            && self
+                .exclude_cart_scenarios
+                .iter()
+                .any(|s| s == limits.scenario.name())
+        {
             return Some(Drop::InCart);
         }
         None
@@ -355,7 +357,7 @@ mod tests {
     }
 
     fn limits<'a>(
-        purchased: &'a HashMap<String, i64>,
+        purchased: &'a FastMap<String, i64>,
         cart: &'a [String],
         excluded: &'a [&'a str],
         scenario: Scenario,
@@ -397,7 +399,7 @@ mod tests {
     fn an_item_bought_five_seconds_ago_is_dropped() {
         let rules = Rules::parse(SHIPPED).unwrap();
         let now = 1_000_000_000;
-        let purchased: HashMap<String, i64> = [("a".to_owned(), now - 5_000)].into();
+        let purchased: FastMap<String, i64> = [("a".to_owned(), now - 5_000)].into_iter().collect();
         let l = limits(&purchased, &[], &[], Scenario::Home);
         let r = item("books", "", 3);
         assert_eq!(rules.drop_reason("a", Some(&r), &l), Some(Drop::Purchased));
@@ -409,7 +411,8 @@ mod tests {
         let rules = Rules::parse(SHIPPED).unwrap();
         let now = 1_000_000_000_000;
         let eight_days = 8 * 86_400_000;
-        let purchased: HashMap<String, i64> = [("a".to_owned(), now - eight_days)].into();
+        let purchased: FastMap<String, i64> =
+            [("a".to_owned(), now - eight_days)].into_iter().collect();
         let l = RequestLimits {
             now_ms: now,
             ..limits(&purchased, &[], &[], Scenario::Home)
@@ -429,7 +432,7 @@ mod tests {
     #[test]
     fn out_of_stock_inactive_unknown_excluded_and_filtered_items_are_dropped() {
         let rules = Rules::parse(SHIPPED).unwrap();
-        let none = HashMap::new();
+        let none = FastMap::default();
         let l = limits(&none, &[], &["x"], Scenario::Home);
         assert_eq!(
             rules.drop_reason("a", Some(&item("b", "", 0)), &l),
@@ -464,7 +467,7 @@ mod tests {
     #[test]
     fn cart_items_are_dropped_on_home_and_item_page_only() {
         let rules = Rules::parse(SHIPPED).unwrap();
-        let none = HashMap::new();
+        let none = FastMap::default();
         let cart = vec!["a".to_owned()];
         let r = item("b", "", 5);
         for (scenario, dropped) in [

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use funnel_store::{Keys, RedisConfig, resp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::features::{Neighbours, UserSignals};
+use crate::features::{FastMap, Neighbours, UserSignals};
 
 /// The recommender's keys under one prefix.
 #[derive(Debug, Clone)]
@@ -224,7 +224,7 @@ fn redis_error(e: resp::Error) -> redis::RedisError {
 pub struct UserRead {
     pub user: UserSignals,
     /// Purchased item → time of its last purchase (ms).
-    pub purchased_at: HashMap<String, i64>,
+    pub purchased_at: FastMap<String, i64>,
     pub covis: Neighbours,
     pub bought: Neighbours,
 }
