@@ -30,7 +30,10 @@
 //! - [`handle`]: [`ModelHandle`], the version serving now, hot-swapped atomically.
 //! - [`error`]: [`ModelError`], the one error type, with the path or model it is about.
 //!
-//! Inference is CPU work: call it from a blocking pool, never from an async worker.
+//! Inference is CPU work that blocks its thread: a run of unbounded size belongs on a
+//! blocking pool. A run bounded to well under a millisecond may stay on the async worker
+//! that needs it, where the hand-off to a blocking thread and back costs more than the run
+//! (the recommender ranks at most `candidates.total_max` rows per request that way).
 
 pub mod card;
 pub mod error;

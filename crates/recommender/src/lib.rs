@@ -5,8 +5,8 @@
 //! (a Lua script reads ingest's user keys, the service's purchased set and the anchors'
 //! co-visitation and bought-together sets, and records the answer), candidates from six
 //! sources, the business rules, the ranker's features (exactly as training computes
-//! them; `models/ranker/<version>/parity.json` holds the two together), one ONNX run on
-//! the blocking pool (arm `ranker`) or the co-visitation score (arm `covis`), boosts and
+//! them; `models/ranker/<version>/parity.json` holds the two together), one ONNX run
+//! (arm `ranker`) or the co-visitation score (arm `covis`), boosts and
 //! diversity. Every answer is logged to `funnel.recommendations.v1`. The catalog
 //! (`funnel.catalog.v1`, whole, every instance), category popularity (Redis, every few
 //! seconds) and item embeddings are held in memory; `funnel.events.v1` keeps purchases

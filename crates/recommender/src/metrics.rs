@@ -199,7 +199,7 @@ impl Metrics {
                 ),
                 (
                     "ranking_seconds",
-                    "Candidates, features, inference and rules of one request (blocking thread included)",
+                    "Candidates, features, inference and rules of one request",
                     &m.ranking_seconds,
                 ),
                 (

@@ -3,7 +3,7 @@
 //! by arm), boosts, diversity.
 //!
 //! [`Engine::rank`] is CPU work (features for every candidate and one inference run over
-//! them); the gRPC edge calls it on the blocking pool.
+//! them), bounded by `candidates.total_max`; the gRPC edge calls it on its async worker.
 
 use std::path::Path;
 use std::sync::Arc;
