@@ -93,7 +93,20 @@ impl<'a> Candidates<'a> {
     pub fn new(max: usize) -> Self {
         Candidates {
             max,
+            // Room for a typical request's candidates without growing.
+            index: FastMap::with_capacity_and_hasher(max.min(1024), Default::default()),
             ..Candidates::default()
+        }
+    }
+
+    /// How many of a source's best items an [`Candidates::add`] of up to `limit` reads:
+    /// `limit` while the list has room for them all, else all of them (an item the full
+    /// list has no room for is skipped, not counted).
+    fn wanted(&self, limit: usize) -> usize {
+        if self.list.len() + limit <= self.max {
+            limit
+        } else {
+            usize::MAX
         }
     }
 
@@ -172,7 +185,7 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
         interleave(&lists)
     }
 
-    fn embedding(&self) -> Vec<&'a str> {
+    fn embedding(&self, max: usize) -> Vec<&'a str> {
         let Some(e) = self.catalog.embeddings.as_deref() else {
             return Vec::new();
         };
@@ -183,10 +196,10 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
                 *s = s.max(f64::from(dot));
             }
         }
-        ranked(scores.into_iter())
+        ranked(scores.into_iter(), max)
     }
 
-    fn content(&self) -> Vec<&'a str> {
+    fn content(&self, max: usize) -> Vec<&'a str> {
         let catalog: &'a CatalogData = self.catalog;
         let anchors: Vec<&str> = self.prepared.covis_anchors().collect();
         if anchors.is_empty() {
@@ -234,6 +247,7 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
             .flatten()
             .chain(words);
             for pool in pools {
+                scores.reserve(pool.len());
                 for &slot in pool {
                     if slot == anchor_slot {
                         continue;
@@ -256,6 +270,7 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
             scores
                 .into_iter()
                 .filter_map(|(slot, score)| Some((catalog.at(slot)?.0, score))),
+            max,
         )
     }
 
@@ -263,15 +278,31 @@ impl<'a, L: ItemLookup> SourceData<'a, L> {
     pub fn generate(&self, limits: &CandidateLimits) -> Candidates<'a> {
         let mut c = Candidates::new(limits.total_max);
         let prepared = self.prepared;
-        c.add(Source::Covis, prepared.covis.ranked(), limits.covis);
-        c.add(Source::Bought, prepared.bought.ranked(), limits.bought);
-        c.add(Source::Embedding, self.embedding(), limits.embedding);
+        c.add(
+            Source::Covis,
+            prepared.covis.ranked(c.wanted(limits.covis)),
+            limits.covis,
+        );
+        c.add(
+            Source::Bought,
+            prepared.bought.ranked(c.wanted(limits.bought)),
+            limits.bought,
+        );
+        c.add(
+            Source::Embedding,
+            self.embedding(c.wanted(limits.embedding)),
+            limits.embedding,
+        );
         c.add(
             Source::Recent,
             recent_distinct(&self.inputs.user),
             limits.recent,
         );
-        c.add(Source::Content, self.content(), limits.content);
+        c.add(
+            Source::Content,
+            self.content(c.wanted(limits.content)),
+            limits.content,
+        );
         c.add(Source::Popular, self.popular(), limits.popular);
         c
     }

@@ -369,16 +369,22 @@ impl<'a> NeighbourScores<'a> {
             .map_or(0.0, |sum| sum / self.total_weight)
     }
 
-    /// Every item the lists name, best first by the feature, ties by id.
-    pub fn ranked(&self) -> Vec<&'a str> {
-        ranked(self.sums.iter().map(|(item, sum)| (*item, *sum)))
+    /// The first `max` of the items the lists name, best first by the feature, ties by id.
+    pub fn ranked(&self, max: usize) -> Vec<&'a str> {
+        ranked(self.sums.iter().map(|(item, sum)| (*item, *sum)), max)
     }
 }
 
-/// Items best first by score, ties by id.
-pub fn ranked<'a>(scores: impl Iterator<Item = (&'a str, f64)>) -> Vec<&'a str> {
+/// The first `max` items best first by score, ties by id. Only those `max` are sorted: a
+/// source names thousands of items and adds a few hundred.
+pub fn ranked<'a>(scores: impl Iterator<Item = (&'a str, f64)>, max: usize) -> Vec<&'a str> {
     let mut v: Vec<(&str, f64)> = scores.collect();
-    v.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let order = |a: &(&str, f64), b: &(&str, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0));
+    if max < v.len() {
+        v.select_nth_unstable_by(max, order);
+        v.truncate(max);
+    }
+    v.sort_unstable_by(order);
     v.into_iter().map(|(i, _)| i).collect()
 }
 
@@ -395,8 +401,10 @@ pub struct Prepared<'a, L: ItemLookup> {
     anchor_items: Vec<AnchorItem<'a>>,
     recent_rank: FastMap<&'a str, usize>,
     mean_recent_price: Option<f64>,
-    /// Hashes of the top levels of the first 20 recent categories (see [`ContentKey`]).
-    category_tops: Vec<u128>,
+    /// Hashes of the top levels of the first 20 recent categories (see [`ContentKey`]),
+    /// each distinct one with how many of them it is, and how many they are.
+    category_tops: Vec<(u128, usize)>,
+    categories_read: usize,
     /// Hash of the context item's leaf category; none for an empty one.
     context_leaf: Option<u128>,
 }
@@ -415,6 +423,16 @@ impl RankInputs {
         let mean_recent_price =
             (!prices.is_empty()).then(|| prices.iter().sum::<f64>() / prices.len() as f64);
         let covis = NeighbourScores::new(&anchors(context, &self.user), &self.covis);
+        let mut category_tops: Vec<(u128, usize)> = Vec::new();
+        let mut categories_read = 0;
+        for category in self.user.categories.iter().take(CATEGORIES_MAX) {
+            let top = content_hash(top_level(category));
+            categories_read += 1;
+            match category_tops.iter_mut().find(|(t, _)| *t == top) {
+                Some((_, n)) => *n += 1,
+                None => category_tops.push((top, 1)),
+            }
+        }
         let anchor_items = covis
             .anchors
             .iter()
@@ -428,13 +446,8 @@ impl RankInputs {
             bought: NeighbourScores::new(&bought_anchors(context, &self.user), &self.bought),
             recent_rank: recent.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             mean_recent_price,
-            category_tops: self
-                .user
-                .categories
-                .iter()
-                .take(CATEGORIES_MAX)
-                .map(|c| content_hash(top_level(c)))
-                .collect(),
+            category_tops,
+            categories_read,
             context_leaf: context
                 .and_then(|c| lookup.item(c))
                 .map(|r| r.content.category)
@@ -494,11 +507,13 @@ impl<'a, L: ItemLookup> Prepared<'a, L> {
             .unwrap_or(0.0);
         f[POPULARITY] = self.lookup.popularity(candidate).ln_1p();
         let top = item.map_or(0, |r| r.content.top);
-        f[9] = if self.category_tops.is_empty() || top == 0 {
+        f[9] = if self.categories_read == 0 || top == 0 {
             0.0
         } else {
-            self.category_tops.iter().filter(|t| **t == top).count() as f64
-                / self.category_tops.len() as f64
+            self.category_tops
+                .iter()
+                .find(|(t, _)| *t == top)
+                .map_or(0.0, |(_, n)| *n as f64 / self.categories_read as f64)
         };
         f[10] = self
             .recent_rank
@@ -600,12 +615,13 @@ mod tests {
         .into();
         // a: 1 · 10/10; b: 1 · 5/10 + 0.5 · 1/1, a tie broken by id
         let scores = NeighbourScores::new(&["x", "y"], &lists);
-        assert_eq!(scores.ranked(), ["a", "b"]);
+        assert_eq!(scores.ranked(9), ["a", "b"]);
+        assert_eq!(scores.ranked(1), ["a"]);
         assert!((scores.score("b") - 1.0 / 1.5).abs() < 1e-12);
         assert_eq!(scores.score("c"), 0.0);
         // b: 1 · 1/1 + 0.5 · 5/10; a: 0.5 · 10/10; z has no list but counts in the total
         let scores = NeighbourScores::new(&["y", "x", "z"], &lists);
-        assert_eq!(scores.ranked(), ["b", "a"]);
+        assert_eq!(scores.ranked(2), ["b", "a"]);
         assert!((scores.score("b") - 1.25 / (1.0 + 0.5 + 1.0 / 3.0)).abs() < 1e-12);
     }
 

@@ -109,6 +109,27 @@ pub fn covis_score(row: &RankerRow) -> f32 {
     row[COVIS] + row[BOUGHT] + 1e-3 * row[POPULARITY]
 }
 
+/// `pick(items sorted by order)` for a `pick` that keeps at most `count` items reading
+/// from the front (diversity), sorting only what it reads: the best `4 · count` first,
+/// the rest only when `pick` found fewer than `count` among them.
+fn best_first<T, X, O, P>(items: &mut [T], count: usize, order: O, pick: P) -> Vec<X>
+where
+    O: Fn(&T, &T) -> std::cmp::Ordering + Copy,
+    P: Fn(&[T]) -> Vec<X>,
+{
+    let window = count.saturating_mul(4).min(items.len());
+    if window < items.len() {
+        items.select_nth_unstable_by(window, order);
+    }
+    items[..window].sort_unstable_by(order);
+    let top = pick(&items[..window]);
+    if top.len() >= count || window == items.len() {
+        return top;
+    }
+    items[window..].sort_unstable_by(order);
+    pick(items)
+}
+
 /// What features read, over the catalog (with the embeddings) and popularity of the
 /// moment.
 pub struct View<'a> {
@@ -269,11 +290,13 @@ impl Engine {
             })
             .collect();
         // Ids are distinct, so the order is total and an unstable sort is deterministic.
-        scored.sort_unstable_by(|a, b| {
+        let order = |a: &(usize, f32, &ItemRecord), b: &(usize, f32, &ItemRecord)| {
             b.1.total_cmp(&a.1)
                 .then_with(|| kept[a.0].0.item.cmp(kept[b.0].0.item))
+        };
+        let top = best_first(&mut scored, ask.count, order, |best| {
+            rules.diversify(best.iter().map(|(n, s, r)| ((*n, *s), *r)), ask.count)
         });
-        let top = rules.diversify(scored.into_iter().map(|(n, s, r)| ((n, s), r)), ask.count);
         let items = top
             .into_iter()
             .map(|(n, score)| {
@@ -299,6 +322,42 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// At most one item per group (`x / 10`), the first `count` best by value.
+    fn one_per_group(sorted: &[u32], count: usize) -> Vec<u32> {
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for x in sorted {
+            if out.len() == count {
+                break;
+            }
+            if !seen.contains(&(x / 10)) {
+                seen.push(x / 10);
+                out.push(*x);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sorting_only_the_best_picks_what_sorting_everything_picks() {
+        // Descending by value; groups of ten, so the caps read past the first 4 · count.
+        let order = |a: &u32, b: &u32| b.cmp(a);
+        for count in [1, 3, 10, 40] {
+            let shuffled: Vec<u32> = (0..200).map(|i| (i * 73) % 200).collect();
+            let mut all = shuffled.clone();
+            all.sort_unstable_by(order);
+            let want = one_per_group(&all, count);
+            let mut items = shuffled;
+            let got = best_first(&mut items, count, order, |s| one_per_group(s, count));
+            assert_eq!(got, want, "count {count}");
+            assert_eq!(got.len(), count.min(20));
+        }
+        // The window holds the answer: caps that do not bind.
+        let mut items: Vec<u32> = (0..50).map(|i| i * 10).collect();
+        let got = best_first(&mut items, 3, order, |s| one_per_group(s, 3));
+        assert_eq!(got, [490, 480, 470]);
+    }
 
     #[test]
     fn arms_are_stable_and_follow_the_share() {
