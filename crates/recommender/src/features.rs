@@ -116,7 +116,7 @@ pub(crate) struct ContentKey {
     /// In the order of [`ItemRecord::tokens`].
     tokens: Vec<u128>,
     /// One bit per token (its hash mod 64): two items whose bits do not meet share no
-    /// token, which most pairs the features compare do not.
+    /// token, and their Jaccard is 0 without comparing the hashes.
     token_bits: u64,
 }
 
@@ -214,9 +214,9 @@ fn token_jaccard(ka: &ContentKey, kc: &ContentKey) -> f64 {
 }
 
 /// Inner product of two float32 vectors of one length, summed in float32 over eight
-/// lanes (one vector register), as numpy's float32 `dot` the training pipeline calls
-/// also sums in lanes; the two agree to float32 rounding, far inside the parity
-/// tolerance.
+/// lanes (one vector register). The training pipeline's numpy `dot` of the float32
+/// vectors is float32 too, in its own summation order; the two agree to float32
+/// rounding, far inside the parity tolerance (the golden-vector test).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut sums = [0.0_f32; LANES];

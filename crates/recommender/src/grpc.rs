@@ -8,7 +8,7 @@
 //! Ranking runs on the async worker that serves the request, not on the blocking pool:
 //! it is CPU work bounded by `candidates.total_max` (a few hundred microseconds for 600
 //! candidates), and the hand-off to a blocking thread and back cost more than that
-//! bound is worth (README, Benchmarks: 10–18% fewer requests per CPU-second and a higher
+//! bound is worth (README, Benchmarks: 9–15% fewer requests per CPU-second and a higher
 //! p99 with the hand-off).
 
 use std::collections::HashMap;
