@@ -115,8 +115,9 @@ pub(crate) struct ContentKey {
     brand: u128,
     /// In the order of [`ItemRecord::tokens`].
     tokens: Vec<u128>,
-    /// One bit per token (its hash mod 64): two items whose bits do not meet share no
-    /// token, and their Jaccard is 0 without comparing the hashes.
+    /// One bit per token (the high half of its hash mod 64; the low bit of the hash is
+    /// always set): two items whose bits do not meet share no token, and their Jaccard is
+    /// 0 without comparing the hashes.
     token_bits: u64,
 }
 
@@ -129,7 +130,7 @@ impl ContentKey {
             brand: content_hash(brand),
             token_bits: tokens
                 .iter()
-                .fold(0, |bits, h| bits | 1 << (*h as u64 % 64)),
+                .fold(0, |bits, h| bits | 1 << ((*h >> 64) as u64 % 64)),
             tokens,
         }
     }
@@ -379,13 +380,26 @@ impl<'a> NeighbourScores<'a> {
 /// source names thousands of items and adds a few hundred.
 pub fn ranked<'a>(scores: impl Iterator<Item = (&'a str, f64)>, max: usize) -> Vec<&'a str> {
     let mut v: Vec<(&str, f64)> = scores.collect();
-    let order = |a: &(&str, f64), b: &(&str, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0));
-    if max < v.len() {
-        v.select_nth_unstable_by(max, order);
-        v.truncate(max);
-    }
-    v.sort_unstable_by(order);
+    let front = sort_front(&mut v, max, |a, b| {
+        b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0))
+    });
+    v.truncate(front);
     v.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Puts the first `n` of `items` in `order` at the front, sorted (the rest after them,
+/// in no order); the number sorted, `n` or fewer when there are fewer items.
+pub fn sort_front<T>(
+    items: &mut [T],
+    n: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> usize {
+    let n = n.min(items.len());
+    if n < items.len() {
+        items.select_nth_unstable_by(n, &order);
+    }
+    items[..n].sort_unstable_by(&order);
+    n
 }
 
 /// An anchor's id, catalog record and embedding.
@@ -720,5 +734,8 @@ mod tests {
         }
         // Not a test of zeros only: many pairs share something.
         assert!(checked >= 20, "{checked}");
+        // The token mask uses even bit positions too (a hash's low bit is always set).
+        let bits = items.iter().fold(0, |b, i| b | i.content.token_bits);
+        assert_ne!(bits & 0x5555_5555_5555_5555, 0, "{bits:064b}");
     }
 }

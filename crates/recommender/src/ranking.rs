@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, CatalogData, CatalogEntry, Popularity};
 use crate::config::{CandidateLimits, ExperimentConfig};
 use crate::features::{
     BOUGHT, COVIS, FEATURE_COUNT, ItemLookup, ItemRecord, POPULARITY, RANKER_FEATURES, RankInputs,
-    RankerRow, Scenario,
+    RankerRow, Scenario, sort_front,
 };
 use crate::metrics::Metrics;
 use crate::rules::{Drop, RequestLimits, RulesCell};
@@ -117,11 +117,7 @@ where
     O: Fn(&T, &T) -> std::cmp::Ordering + Copy,
     P: Fn(&[T]) -> Vec<X>,
 {
-    let window = count.saturating_mul(4).min(items.len());
-    if window < items.len() {
-        items.select_nth_unstable_by(window, order);
-    }
-    items[..window].sort_unstable_by(order);
+    let window = sort_front(items, count.saturating_mul(4), order);
     let top = pick(&items[..window]);
     if top.len() >= count || window == items.len() {
         return top;
