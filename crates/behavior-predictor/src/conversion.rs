@@ -22,11 +22,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use funnel_bus::{OutRecord, Producer};
 use funnel_proto::pb::behavior::v1::{ConversionAction, IntentPrediction};
 use funnel_runtime::Shutdown;
+use funnel_runtime::reload::{self, FileStamp};
 use funnel_store::RedisConfig;
 use prost::Message as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -119,6 +120,7 @@ impl Conversion {
     pub async fn start(parts: ConversionParts, stop: &Shutdown) -> anyhow::Result<Conversion> {
         use anyhow::Context as _;
         let path = PathBuf::from(&parts.settings.file);
+        let stamp = FileStamp::of(&path);
         let policy = Policy::load(&path)
             .with_context(|| format!("failed to load policy.file {}", path.display()))?;
         let client = redis::Client::open(parts.redis.url.as_str())
@@ -148,6 +150,7 @@ impl Conversion {
         };
         tokio::spawn(watch_file(
             path,
+            stamp,
             policy_tx,
             Duration::from_secs(conversion.settings.reload_secs),
             conversion.metrics.clone(),
@@ -378,46 +381,32 @@ impl Conversion {
     }
 }
 
-/// Reloads the policy when the file's modification time or length changes; a version
-/// that fails validation is refused (error log, `behavior_policy_refusals`) and the one
-/// serving keeps serving.
+/// Reloads the policy when the file's modification time or length changes from `loaded`
+/// (its stamp taken before the serving policy was read); a version that fails validation
+/// is refused (error log, `behavior_policy_refusals`) and the one serving keeps serving.
 async fn watch_file(
     path: PathBuf,
+    loaded: FileStamp,
     policy: watch::Sender<Arc<Policy>>,
     every: Duration,
     metrics: Metrics,
     stop: Shutdown,
 ) {
-    let stamp = |path: &PathBuf| -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    };
-    let mut seen = stamp(&path);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+    reload::on_change(&path, loaded, every, &stop, || match Policy::load(&path) {
+        Ok(new) => {
+            tracing::info!(version = %new.version, file = %path.display(), "conversion policy reloaded");
+            metrics.policy_reloads.inc();
+            policy.send_replace(Arc::new(new));
         }
-        let now = stamp(&path);
-        if now == seen {
-            continue;
+        Err(e) => {
+            metrics.policy_refusals.inc();
+            tracing::error!(
+                file = %path.display(),
+                error = %e,
+                serving = %policy.borrow().version,
+                "conversion policy refused; the previous version keeps serving"
+            );
         }
-        seen = now;
-        match Policy::load(&path) {
-            Ok(new) => {
-                tracing::info!(version = %new.version, file = %path.display(), "conversion policy reloaded");
-                metrics.policy_reloads.inc();
-                policy.send_replace(Arc::new(new));
-            }
-            Err(e) => {
-                metrics.policy_refusals.inc();
-                tracing::error!(
-                    file = %path.display(),
-                    error = %e,
-                    serving = %policy.borrow().version,
-                    "conversion policy refused; the previous version keeps serving"
-                );
-            }
-        }
-    }
+    })
+    .await
 }

@@ -8,11 +8,13 @@
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token; a second signal exits.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` and the readiness flag.
 //! - [`cli`]: the flags every service binary takes.
+//! - [`reload`]: noticing that a file reloaded without restart changed.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 

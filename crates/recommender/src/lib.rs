@@ -46,6 +46,7 @@ use anyhow::Context as _;
 use funnel_bus::{BatchConsumer, Producer};
 use funnel_model::{Model, ModelHandle};
 use funnel_proto::pb::recommender::v1::recommender_server::RecommenderServer;
+use funnel_runtime::reload::FileStamp;
 use funnel_runtime::{Health, Shutdown, admin};
 use funnel_store::Store;
 use prometheus_client::registry::Registry;
@@ -228,11 +229,14 @@ pub async fn run(
     let background = Shutdown::new();
 
     let rec_store = state::RecStore::connect(&config.redis).await?;
-    let rules = rules::Rules::load(Path::new(&config.rules.file))
+    let rules_file = Path::new(&config.rules.file);
+    let rules_stamp = FileStamp::of(rules_file);
+    let rules = rules::Rules::load(rules_file)
         .with_context(|| format!("failed to load rules.file {}", config.rules.file))?;
     let rules = rules::RulesCell::new(rules);
     tokio::spawn(rules::watch_rules(
-        config.rules.file.clone().into(),
+        rules_file.to_path_buf(),
+        rules_stamp,
         rules.clone(),
         Duration::from_secs(config.rules.reload_secs),
         {

@@ -28,9 +28,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use funnel_runtime::Shutdown;
+use funnel_runtime::reload::{self, FileStamp};
 use serde::Deserialize;
 
 use crate::features::{FastMap, ItemRecord, Scenario};
@@ -302,32 +303,18 @@ impl RulesCell {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Reloads `path` into `cell` whenever its modification time or length changes, until
-/// `stop`. `on_change(ok)` is told whether each changed version was taken.
+/// Reloads `path` into `cell` whenever its modification time or length changes from
+/// `loaded` (its stamp taken before the serving rules were read), until `stop`.
+/// `on_change(ok)` is told whether each changed version was taken.
 pub async fn watch_rules(
     path: PathBuf,
+    loaded: FileStamp,
     cell: RulesCell,
     every: Duration,
     on_change: impl Fn(bool) + Send + 'static,
     stop: Shutdown,
 ) {
-    let stamp = |p: &Path| (modified(p), std::fs::metadata(p).map(|m| m.len()).ok());
-    let mut seen = stamp(&path);
-    let mut ticks = tokio::time::interval(every);
-    ticks.tick().await;
-    while !stop.is_triggered() {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        let previous = std::mem::replace(&mut seen, stamp(&path));
-        if previous == seen {
-            continue;
-        }
+    reload::on_change(&path, loaded, every, &stop, || {
         let loaded = Rules::load(&path);
         on_change(loaded.is_ok());
         match loaded {
@@ -340,7 +327,8 @@ pub async fn watch_rules(
                 tracing::error!(file = %path.display(), error = %e, %serving, "rules refused; the previous rules keep serving");
             }
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
