@@ -183,26 +183,8 @@ impl World {
     }
 
     async fn start_predictor(&self, config: behavior_predictor::Config) -> Running {
-        let listeners = behavior_predictor::Listeners::bind(&config.grpc, &config.admin)
-            .await
-            .unwrap();
-        let grpc_addr = listeners.grpc.local_addr().unwrap();
-        let admin_addr = listeners.admin.local_addr().unwrap();
-        let (store, scorer) = store_and_scorer(&config).await;
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(behavior_predictor::run(
-            config,
-            listeners,
-            store,
-            scorer,
-            shutdown.clone(),
-        ));
-        Running {
-            task: Some(task),
-            shutdown,
-            grpc_addr,
-            admin_addr,
-        }
+        let (store, models) = store_and_models(&config).await;
+        run_predictor(config, store, models).await
     }
 
     /// Plays ingest: catalog records into Redis as ingest writes them, user events as
@@ -532,17 +514,44 @@ async fn a_replayed_event_changes_neither_the_state_nor_the_predictions() {
     again.stop().await;
 }
 
+/// The predictor running on `models`, loaded before.
+async fn run_predictor(
+    config: behavior_predictor::Config,
+    store: Store,
+    models: behavior_predictor::Models,
+) -> Running {
+    let listeners = behavior_predictor::Listeners::bind(&config.grpc, &config.admin)
+        .await
+        .unwrap();
+    let grpc_addr = listeners.grpc.local_addr().unwrap();
+    let admin_addr = listeners.admin.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(behavior_predictor::run(
+        config,
+        listeners,
+        store,
+        models,
+        shutdown.clone(),
+    ));
+    Running {
+        task: Some(task),
+        shutdown,
+        grpc_addr,
+        admin_addr,
+    }
+}
+
 /// What the predictor starts from: its store, and its models loaded as at start.
-async fn store_and_scorer(
+async fn store_and_models(
     config: &behavior_predictor::Config,
-) -> (Store, behavior_predictor::Scorer) {
+) -> (Store, behavior_predictor::Models) {
     let store = Store::Redis(RedisStore::connect(&config.redis).await.unwrap());
     let config = config.clone();
-    let scorer = tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
+    let models = tokio::task::spawn_blocking(move || behavior_predictor::load_models(&config))
         .await
         .unwrap()
         .unwrap();
-    (store, scorer)
+    (store, models)
 }
 
 /// The stream's pipeline on its own, as a lane runs it, in consumer group `group`, its
@@ -557,7 +566,7 @@ async fn processor(
     behavior_predictor::metrics::Metrics,
 ) {
     let config = world.config(group);
-    let (store, scorer) = store_and_scorer(&config).await;
+    let (store, models) = store_and_models(&config).await;
     let metrics = behavior_predictor::metrics::Metrics::new(&mut Default::default());
     let processor = behavior_predictor::pipeline::Processor::new(
         behavior_predictor::state::StateKeys::new(&world.env.prefix),
@@ -567,7 +576,7 @@ async fn processor(
             config.kafka.group_id.clone(),
         ),
         &store,
-        std::sync::Arc::new(scorer),
+        std::sync::Arc::new(models.scorer),
         metrics.clone(),
     );
     let mut kafka = KafkaConfig::new(brokers, &config.kafka.group_id);
@@ -1318,6 +1327,12 @@ async fn a_broken_model_version_is_refused_and_the_old_one_keeps_scoring() {
         scored.iter().all(|(_, version)| version == "1"),
         "{scored:?}"
     );
+    assert_version_1_kept(&predictor).await;
+    predictor.stop().await;
+}
+
+/// Intent version 1 serves and nothing was swapped in.
+async fn assert_version_1_kept(predictor: &Running) {
     assert_eq!(
         predictor.metric("behavior_model_swaps_total").await,
         0.0,
@@ -1329,6 +1344,26 @@ async fn a_broken_model_version_is_refused_and_the_old_one_keeps_scoring() {
             .await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_edited_while_the_predictor_starts_is_seen_by_the_watcher() {
+    let world = World::start().await;
+    let models = ModelsCopy::new(&world.env.prefix);
+    let mut config = world.stream_order_config("bp");
+    config.models.root = models.root.display().to_string();
+    config.models.reload_secs = 1;
+    let (store, loaded) = store_and_models(&config).await;
+    // Loaded, not yet watched: the moment a slow start once hid an edit in, because the
+    // watcher took the edited files for the ones serving.
+    let mut wrong_checksum = models.card("1");
+    wrong_checksum["sha256"] = "0".repeat(64).into();
+    models.write_card("1", &wrong_checksum);
+    let predictor = run_predictor(config, store, loaded).await;
+    predictor
+        .wait_for_metric("behavior_model_refusals_total{model=\"intent\"}", 1.0)
+        .await;
+    assert_version_1_kept(&predictor).await;
     predictor.stop().await;
 }
 

@@ -73,9 +73,17 @@ pub use scoring::Scorer;
 /// The gRPC name of the service, for health checks.
 pub const SERVICE: &str = "funnel.behavior.v1.BehaviorPredictor";
 
+/// The models a predictor serves, as [`load_models`] loaded them.
+pub struct Models {
+    pub scorer: Scorer,
+    /// Each model with the state of its files before it was loaded: where the watcher
+    /// starts.
+    loaded_from: Vec<(lifecycle::Watched, lifecycle::Fingerprint)>,
+}
+
 /// Loads the ONNX Runtime library and both models (validated and warmed), blocking: the
 /// versions their `serving` pointer files name, else the configured ones.
-pub fn load_scorer(config: &Config) -> anyhow::Result<Scorer> {
+pub fn load_models(config: &Config) -> anyhow::Result<Models> {
     let m = &config.models;
     funnel_model::init_runtime(Path::new(&m.runtime_library)).with_context(|| {
         format!(
@@ -84,15 +92,21 @@ pub fn load_scorer(config: &Config) -> anyhow::Result<Scorer> {
         )
     })?;
     let root = Path::new(&m.root);
-    let intent_version = lifecycle::serving_version(root, &m.intent, &m.intent_version);
-    let repurchase_version = lifecycle::serving_version(root, &m.repurchase, &m.repurchase_version);
-    Scorer::load(
+    let [intent, repurchase] = lifecycle::Watched::both(m).map(|watched| {
+        let files = watched.before_loading(root);
+        (watched, files)
+    });
+    let scorer = Scorer::load(
         root,
-        (&m.intent, &intent_version),
-        (&m.repurchase, &repurchase_version),
+        (&m.intent, intent.1.version()),
+        (&m.repurchase, repurchase.1.version()),
         m.sessions,
     )
-    .with_context(|| format!("failed to load the models under models.root {}", m.root))
+    .with_context(|| format!("failed to load the models under models.root {}", m.root))?;
+    Ok(Models {
+        scorer,
+        loaded_from: vec![intent, repurchase],
+    })
 }
 
 /// Runs the service until `shutdown`: stop consuming, finish the batch in hand, commit
@@ -101,7 +115,7 @@ pub async fn run(
     config: Config,
     listeners: Listeners,
     store: Store,
-    scorer: Scorer,
+    models: Models,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
@@ -109,7 +123,7 @@ pub async fn run(
     let registry = Arc::new(registry);
     let (health, health_service) = Health::new();
     let servers = Shutdown::new();
-    let scorer = Arc::new(scorer);
+    let scorer = Arc::new(models.scorer);
     let keys = state::StateKeys::new(&config.redis.key_prefix);
 
     let service = grpc::BehaviorService::new(store.clone(), keys.clone(), Arc::clone(&scorer));
@@ -139,30 +153,15 @@ pub async fn run(
     .context("failed to start the consumer")?;
     let producer = Producer::new(&config.kafka).context("failed to start the producer")?;
     let background_stop = Shutdown::new();
-    for (role, name) in [
-        (scoring::ModelRole::Intent, &config.models.intent),
-        (scoring::ModelRole::Repurchase, &config.models.repurchase),
-    ] {
-        metrics.model_serving(name, &scorer.info(role).id.version, None);
+    for (watched, _) in &models.loaded_from {
+        metrics.model_serving(&watched.name, &scorer.info(watched.role).id.version, None);
     }
     if config.models.reload_secs > 0 {
-        let m = &config.models;
         tokio::spawn(lifecycle::watch_models(
-            m.root.clone().into(),
-            vec![
-                lifecycle::Watched {
-                    role: scoring::ModelRole::Intent,
-                    name: m.intent.clone(),
-                    configured_version: m.intent_version.clone(),
-                },
-                lifecycle::Watched {
-                    role: scoring::ModelRole::Repurchase,
-                    name: m.repurchase.clone(),
-                    configured_version: m.repurchase_version.clone(),
-                },
-            ],
+            config.models.root.clone().into(),
+            models.loaded_from,
             Arc::clone(&scorer),
-            Duration::from_secs(m.reload_secs),
+            Duration::from_secs(config.models.reload_secs),
             metrics.clone(),
             background_stop.clone(),
         ));

@@ -5,7 +5,9 @@
 //! when that file exists and is not empty, else the configured one
 //! (`models.intent_version`, `models.repurchase_version`). Every `models.reload_secs` the
 //! watcher compares that version and its directory's files (the card's bytes, every
-//! file's length and modification time) with what it saw last; on a change it loads,
+//! file's length and modification time) with what it saw last, starting from what the
+//! files were before the serving version was loaded (so that an edit made while the
+//! service starts is not taken for the version serving); on a change it loads,
 //! validates and warms the version on a blocking thread and swaps it in, so batches and
 //! requests in flight finish on the version they took. A version that fails is refused
 //! (error log, `behavior_model_refusals_total{model}`) and the serving one stays; it is
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use funnel_runtime::Shutdown;
 
+use crate::config::ModelsConfig;
 use crate::metrics::Metrics;
 use crate::scoring::{ModelRole, Scorer};
 
@@ -40,7 +43,7 @@ pub fn serving_version(root: &Path, name: &str, configured: &str) -> String {
 
 /// What the watcher compares between polls: the version and the state of its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
+pub struct Fingerprint {
     version: String,
     card: Option<Vec<u8>>,
     files: Vec<(PathBuf, u64, Option<SystemTime>)>,
@@ -66,6 +69,13 @@ fn fingerprint(root: &Path, name: &str, version: &str) -> Fingerprint {
     }
 }
 
+impl Fingerprint {
+    /// The version whose files these are.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// One model the watcher looks after.
 pub struct Watched {
     pub role: ModelRole,
@@ -73,19 +83,42 @@ pub struct Watched {
     pub configured_version: String,
 }
 
+impl Watched {
+    /// The intent and the repurchase model, as `models` names them.
+    pub fn both(models: &ModelsConfig) -> [Watched; 2] {
+        [
+            (ModelRole::Intent, &models.intent, &models.intent_version),
+            (
+                ModelRole::Repurchase,
+                &models.repurchase,
+                &models.repurchase_version,
+            ),
+        ]
+        .map(|(role, name, version)| Watched {
+            role,
+            name: name.clone(),
+            configured_version: version.clone(),
+        })
+    }
+
+    /// The version to serve now and the state of its files; take it before loading them.
+    pub fn before_loading(&self, root: &Path) -> Fingerprint {
+        let version = serving_version(root, &self.name, &self.configured_version);
+        fingerprint(root, &self.name, &version)
+    }
+}
+
 /// Polls every `every` until `stop`, swapping changed versions in (see the module docs).
+/// Each model comes with its fingerprint taken before its serving version was loaded.
 pub async fn watch_models(
     root: PathBuf,
-    models: Vec<Watched>,
+    models: Vec<(Watched, Fingerprint)>,
     scorer: Arc<Scorer>,
     every: Duration,
     metrics: Metrics,
     stop: Shutdown,
 ) {
-    let mut seen: Vec<Fingerprint> = models
-        .iter()
-        .map(|m| fingerprint(&root, &m.name, &scorer.info(m.role).id.version))
-        .collect();
+    let (models, mut seen): (Vec<Watched>, Vec<Fingerprint>) = models.into_iter().unzip();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -185,13 +185,13 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         Store::Redis(_) => args.models_root.join("policy.toml").display().to_string(),
         Store::Memory(_) => String::new(),
     };
-    let scorer = {
+    let models = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || behavior_predictor::load_scorer(&config))
+        tokio::task::spawn_blocking(move || behavior_predictor::load_models(&config))
             .await?
             .context("behavior-predictor cannot load its models (scripts/setup.sh installs ONNX Runtime; see --models-root, --onnxruntime)")?
     };
-    let model = scorer.intent_info().id;
+    let model = models.scorer.intent_info().id;
     let predictions_topic = config.topics.predictions.clone();
     let listeners = behavior_predictor::Listeners::bind(&config.grpc, &config.admin).await?;
     let predictor_grpc = listeners.grpc.local_addr()?;
@@ -218,7 +218,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         config,
         listeners,
         store,
-        scorer,
+        models,
         shutdown.clone(),
     ));
     let predictions = PredictionWatch::start(&brokers, &predictions_topic, shutdown.clone())?;
